@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from .stats import PairedComparison, mean_std, paired_comparison
+
 __all__ = [
     "git_sha",
     "machine_description",
@@ -26,6 +28,10 @@ __all__ = [
     "write_json",
     "write_run_header",
     "mean_std",
+    "paired_comparison",
+    "PairedComparison",
+    "ResultsConflictError",
+    "verdict_lines",
 ]
 
 
@@ -122,27 +128,50 @@ def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], he
     return "\n".join(lines)
 
 
-def mean_std(values: Sequence[float]) -> tuple:
-    """Mean and sample standard deviation (0 for one value)."""
-    vals = [float(v) for v in values]
-    if not vals:
-        return float("nan"), float("nan")
-    m = sum(vals) / len(vals)
-    if len(vals) == 1:
-        return m, 0.0
-    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+class ResultsConflictError(ValueError):
+    """An output folder holds results computed under other settings than the current run's."""
+
+
+def _coerce_cell(name: str, typ: Any, value: Any) -> Any:
+    """A CSV cell (or a freshly measured value) as the column's type; '' and None mean 'not measured'."""
+    if value is None or value == "":
+        return None
+    if typ is str:
+        return str(value)
+    if typ is float:
+        return float(value)
+    if typ is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"column {name!r} holds ints, got {value!r}")
+        return int(float(value)) if isinstance(value, str) and "." in value else int(value)
+    if typ == "int|str":  # e.g. rank: an int, or "full" for the dense model
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return str(value)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        return {"true": True, "false": False}[str(value).lower()]
+    raise ValueError(f"column {name!r} has an unknown type {typ!r}")
 
 
 class ResultsTable:
-    """A summary.csv that a sweep updates one row at a time (rows keyed by `key` columns).
+    """A summary.csv that a sweep updates one row at a time (rows keyed by `key` columns), typed.
 
-    Re-running a finished configuration replaces its row rather than duplicating it, so a sweep that
-    was interrupted can be resumed and the table stays consistent. Writes are atomic.
+    `columns` is a mapping name -> type (int, float, str, bool or "int|str"); a plain list means all
+    str. Rows read from disk and rows just added are coerced the same way (a just-added row passes
+    through its CSV text), so consumers never re-parse. Re-adding a key replaces its row; writes are
+    atomic (temp file + rename).
     """
 
-    def __init__(self, path: os.PathLike, columns: Sequence[str], key: Sequence[str]):
+    def __init__(self, path: os.PathLike, columns: Any, key: Sequence[str]):
         self.path = Path(path)
-        self.columns = list(columns)
+        if isinstance(columns, Mapping):
+            self.types: Dict[str, Any] = dict(columns)
+        else:
+            self.types = {c: str for c in columns}
+        self.columns = list(self.types)
         self.key = list(key)
         missing = [k for k in self.key if k not in self.columns]
         if missing:
@@ -151,44 +180,79 @@ class ResultsTable:
         if self.path.is_file():
             with self.path.open(newline="") as fh:
                 reader = csv.DictReader(fh)
-                if reader.fieldnames and list(reader.fieldnames) != self.columns:
+                # An older file may lack columns added since (read as None); unknown columns are an error.
+                if reader.fieldnames and not set(reader.fieldnames) <= set(self.columns):
                     raise ValueError(
                         f"{self.path} has columns {reader.fieldnames}, expected {self.columns}; "
                         "move it away or use another output directory"
                     )
-                self.rows = [dict(r) for r in reader]
+                self.rows = [self._coerce(r, where=f"{self.path} line {i + 2}") for i, r in enumerate(reader)]
+
+    def _coerce(self, row: Mapping[str, Any], where: str = "row") -> Dict[str, Any]:
+        out = {}
+        for c in self.columns:
+            try:
+                out[c] = _coerce_cell(c, self.types[c], row.get(c))
+            except (TypeError, ValueError, KeyError):
+                raise ValueError(f"{where}: column {c!r} expects {getattr(self.types[c], '__name__', self.types[c])}, "
+                                 f"got {row.get(c)!r}") from None
+        return out
 
     def _key_of(self, row: Mapping[str, Any]) -> tuple:
-        return tuple(str(row.get(k)) for k in self.key)
+        return tuple(_coerce_cell(k, self.types[k], row.get(k)) for k in self.key)
 
     def has(self, **key: Any) -> bool:
-        want = tuple(str(key.get(k)) for k in self.key)
-        return any(self._key_of(r) == want for r in self.rows)
+        return self.get(**key) is not None
 
     def get(self, **key: Any) -> Optional[Dict[str, Any]]:
-        want = tuple(str(key.get(k)) for k in self.key)
+        want = self._key_of(key)
         return next((r for r in self.rows if self._key_of(r) == want), None)
 
-    def add(self, row: Mapping[str, Any]) -> None:
+    def select(self, **where: Any) -> List[Dict[str, Any]]:
+        """Rows whose columns equal the given (coerced) values."""
+        want = {k: _coerce_cell(k, self.types[k], v) for k, v in where.items()}
+        return [r for r in self.rows if all(r.get(k) == v for k, v in want.items())]
+
+    def add(self, row: Mapping[str, Any], save: bool = True) -> Dict[str, Any]:
         unknown = [c for c in row if c not in self.columns]
         if unknown:
             raise ValueError(f"row has columns {unknown} not in the table's columns {self.columns}")
-        k = self._key_of(row)
-        self.rows = [r for r in self.rows if self._key_of(r) != k] + [dict(row)]
-        self.save()
+        typed = self._coerce({c: _csv_value(row.get(c)) for c in self.columns})
+        k = self._key_of(typed)
+        self.rows = [r for r in self.rows if self._key_of(r) != k] + [typed]
+        if save:
+            self.save()
+        return typed
 
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".csv.tmp")
+    def save(self, path: Optional[os.PathLike] = None) -> None:
+        path = Path(path) if path is not None else self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=self.columns)
             writer.writeheader()
             for r in self.rows:
                 writer.writerow({c: _csv_value(r.get(c)) for c in self.columns})
-        os.replace(tmp, self.path)
+        os.replace(tmp, path)
 
 
 def _csv_value(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
     if isinstance(v, float):
         return repr(round(v, 6)) if math.isfinite(v) else str(v)
     return v
+
+
+def verdict_lines(comparisons: Sequence[PairedComparison], label: str = "k", labels: Optional[Sequence[Any]] = None,
+                  fmt: str = "+.2f") -> str:
+    """A markdown table of paired comparisons: label, seeds, mean difference, 95% interval, verdict."""
+    rows = []
+    for i, c in enumerate(comparisons):
+        rows.append({"label": "" if labels is None else str(labels[i]), "n": c.n,
+                     "diff": c.interval_text(fmt), "verdict": c.verdict})
+    head = [label, "paired seeds", f"{comparisons[0].b_name} - {comparisons[0].a_name}: mean [95% t-interval]"
+            if comparisons else "difference", "verdict"]
+    return markdown_table(rows, ["label", "n", "diff", "verdict"], head)

@@ -1,0 +1,250 @@
+"""The one sweep runner of every recipe: grid points in, typed records out, resumable and atomic.
+
+A recipe gives the points of its grid and `run_one(point, run_folder) -> record`; the runner
+
+- refuses to mix results: an output folder remembers the settings its rows were computed under
+  (the whole config minus the grid axes and the keys declared as not changing any number); a run with
+  other settings stops before writing anything and names the keys that differ;
+- skips points whose key (always including the seed) is already in `summary.csv`;
+- gives every point its own run folder `<run_dir>/<slug>-<fingerprint>/` (config.json, metrics.json,
+  checkpoint/), where the fingerprint covers every training key, so a changed key trains anew and an
+  interrupted point resumes from its checkpoint;
+- publishes each record with the summary, figures and metadata re-rendered from all rows in a staging
+  copy of the output folder that replaces the folder in one step: interrupted (Ctrl-C) or failing at
+  any moment, the folder's files always describe the same set of rows.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from .report import ResultsConflictError, ResultsTable, provenance, write_json
+
+__all__ = ["SweepSpec", "Sweep", "fingerprint_of", "training_config", "publish_folder", "recover_folder",
+           "ResultsConflictError"]
+
+Point = Dict[str, Any]
+Record = Dict[str, Any]
+
+
+def fingerprint_of(values: Mapping[str, Any]) -> str:
+    """A short stable hash of a JSON-able mapping (key order does not matter)."""
+    text = json.dumps(_plain(values), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def training_config(config: Mapping[str, Any], exclude: Iterable[str]) -> Dict[str, Any]:
+    """The config without the excluded keys (as plain JSON values)."""
+    ex = set(exclude)
+    return {k: _plain(v) for k, v in config.items() if k not in ex}
+
+
+@dataclass
+class SweepSpec:
+    """What a recipe declares once.
+
+    columns: summary.csv schema (name -> type); key: the columns that identify a row (must hold 'seed');
+    grid_keys: config keys that only choose which points run (their values are in the row key);
+    not_in_results: config keys that change no number (output/run folders, device, progress, ...);
+    not_in_training: further keys that change the reported numbers but not the trained weights
+    (evaluation settings): a point's checkpoint is reused across them, its row is not.
+    """
+
+    name: str
+    columns: Dict[str, Any]
+    key: List[str]
+    grid_keys: Sequence[str] = ()
+    not_in_results: Sequence[str] = ("output_dir", "run_dir", "device", "checkpoint_every", "progress")
+    not_in_training: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if "seed" not in self.key:
+            raise ValueError(f"{self.name}: the row key must include 'seed', got {self.key}")
+        missing = [k for k in self.key if k not in self.columns]
+        if missing:
+            raise ValueError(f"{self.name}: key columns {missing} are not among the columns {list(self.columns)}")
+
+
+def _staging(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".staging")
+
+
+def _marker(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".staging-complete")
+
+
+def _old(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".old")
+
+
+def recover_folder(folder: os.PathLike) -> None:
+    """Finish or undo a publish that was interrupted (leftover staging / old copies of `folder`)."""
+    folder = Path(folder)
+    staging, marker, old = _staging(folder), _marker(folder), _old(folder)
+    if marker.exists() and staging.is_dir() and not folder.exists():
+        os.replace(staging, folder)  # the staged copy was complete: finish the swap
+    if staging.exists():
+        shutil.rmtree(staging)  # an incomplete staged copy: the folder is still the old one
+    if not folder.exists() and old.is_dir():
+        os.replace(old, folder)
+    if old.exists():
+        shutil.rmtree(old)
+    if marker.exists():
+        marker.unlink()
+
+
+def publish_folder(folder: os.PathLike, write: Callable[[Path], None]) -> None:
+    """Apply `write(staging)` to a copy of `folder` and swap it in; `folder` never holds a partial update."""
+    folder = Path(folder)
+    recover_folder(folder)
+    staging = _staging(folder)
+    if folder.is_dir():
+        shutil.copytree(folder, staging)
+    else:
+        staging.mkdir(parents=True)
+    try:
+        write(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _marker(folder).touch()
+    if folder.exists():
+        os.replace(folder, _old(folder))
+    os.replace(staging, folder)
+    recover_folder(folder)  # removes the old copy and the marker
+
+
+def _slug(point: Mapping[str, Any]) -> str:
+    text = "_".join(f"{k}{v}" for k, v in point.items() if v is not None and v != "")
+    return re.sub(r"[^A-Za-z0-9.=+-]+", "-", text)[:120]
+
+
+@dataclass
+class Sweep:
+    """Runs the points of one recipe config into `output_dir` (summary.csv + rendered files).
+
+    `extra` holds facts that change the numbers without being config keys (e.g. a dataset's sha256).
+    `render(rows, folder)` writes summary.md and figures from all typed rows into `folder`.
+    """
+
+    spec: SweepSpec
+    config: Dict[str, Any]
+    output_dir: Path
+    run_dir: Path
+    render: Callable[[List[Record], Path], None]
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.output_dir = Path(self.output_dir)
+        self.run_dir = Path(self.run_dir)
+        excluded = set(self.spec.grid_keys) | set(self.spec.not_in_results)
+        self.results_settings = {**training_config(self.config, excluded), **_plain(self.extra)}
+        self.training_settings = training_config(self.results_settings, self.spec.not_in_training)
+        self.results_fingerprint = fingerprint_of(self.results_settings)
+
+    # -- before anything is written -------------------------------------------------------------
+    def table(self) -> ResultsTable:
+        recover_folder(self.output_dir)
+        return ResultsTable(self.output_dir / "summary.csv", self.spec.columns, self.spec.key)
+
+    def check_settings(self, table: ResultsTable) -> None:
+        """Refuse when the folder's rows were computed under other settings (names the keys)."""
+        path = self.output_dir / "settings.json"
+        if not table.rows:
+            return
+        if not path.is_file():
+            raise ResultsConflictError(
+                f"{self.output_dir} holds {len(table.rows)} rows but no settings.json recording how they were "
+                "computed (written by an older sinelr?); use another --output-dir, or rerun with --render-only "
+                "to re-render them")
+        old = json.loads(path.read_text()).get("settings", {})
+        keys = sorted(set(old) | set(self.results_settings))
+        diff = [k for k in keys if old.get(k, "<absent>") != self.results_settings.get(k, "<absent>")]
+        if diff:
+            shown = "; ".join(f"{k}: {old.get(k, '<absent>')!r} there, {self.results_settings.get(k, '<absent>')!r} now"
+                              for k in diff[:8])
+            raise ResultsConflictError(
+                f"{self.output_dir} holds results computed with other settings ({shown}); "
+                "use another --output-dir for the new settings (rows are never mixed)")
+
+    def pending(self, table: ResultsTable, points: Sequence[Point]) -> List[Point]:
+        keys = [{k: p.get(k) for k in self.spec.key} for p in points]
+        return [p for p, k in zip(points, keys) if not table.has(**k)]
+
+    def run_folder(self, point: Mapping[str, Any]) -> Path:
+        fp = fingerprint_of({**self.training_settings, "point": dict(point)})
+        return self.run_dir / f"{_slug(point)}-{fp}"
+
+    def checkpoint_fingerprint(self, point: Mapping[str, Any]) -> str:
+        return fingerprint_of({**self.training_settings, "point": dict(point)})
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, points: Sequence[Point], run_one: Callable[[Point, Path], Record],
+            render_only: bool = False) -> List[Record]:
+        """Run every pending point, publishing after each; returns all typed rows of the folder."""
+        for p in points:
+            missing = [k for k in self.spec.key if k not in p]
+            if missing:
+                raise ValueError(f"{self.spec.name}: point {p} lacks key columns {missing}")
+        table = self.table()
+        if render_only:
+            if not table.rows:
+                raise FileNotFoundError(f"no summary.csv rows in {self.output_dir} to render")
+            publish_folder(self.output_dir, lambda d: self.render(table.rows, d))
+            return table.rows
+        self.check_settings(table)
+        todo = self.pending(table, points)
+        skipped = len(points) - len(todo)
+        if skipped:
+            print(f"[{self.spec.name}] {skipped} of {len(points)} points already in {self.output_dir / 'summary.csv'}",
+                  flush=True)
+        if not todo and (self.output_dir / "summary.md").is_file():
+            return table.rows
+        for point in todo:
+            folder = self.run_folder(point)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json(folder / "config.json", {"config": _plain(self.config), "point": _plain(point),
+                                                "extra": _plain(self.extra)})
+            record = run_one(point, folder)
+            typed = table.add({**{k: point[k] for k in self.spec.key}, **record}, save=False)
+            write_json(folder / "metrics.json", {"record": typed, "provenance": provenance()})
+            self._publish(table, [point])
+        if not todo:
+            self._publish(table, [])
+        return table.rows
+
+    def _publish(self, table: ResultsTable, points: List[Point]) -> None:
+        prov = provenance()
+
+        def write(folder: Path) -> None:
+            table.save(folder / "summary.csv")
+            write_json(folder / "settings.json", {"settings": self.results_settings,
+                                                  "fingerprint": self.results_fingerprint})
+            write_json(folder / "config.json", _plain(self.config))
+            log_path = folder / "provenance.json"
+            log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+            runs = log.get("runs", []) if isinstance(log.get("runs"), list) else []
+            if not runs or runs[-1].get("command") != prov["command"] or runs[-1].get("git_sha") != prov["git_sha"]:
+                runs.append({**prov, "points": []})
+            runs[-1]["points"] = runs[-1]["points"] + [{k: p[k] for k in self.spec.key} for p in points]
+            runs[-1]["date"] = prov["date"]
+            write_json(log_path, {**{k: v for k, v in prov.items()}, "runs": runs})
+            self.render(table.rows, folder)
+
+        publish_folder(self.output_dir, write)

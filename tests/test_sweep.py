@@ -1,0 +1,171 @@
+"""The sweep runner and results contract: seed in the key, fingerprints, refusal of mixed settings,
+interrupt-and-resume with no half-written files, typed reload, and the one verdict rule."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from sinelr.report import ResultsConflictError, ResultsTable
+from sinelr.stats import paired_comparison, t_quantile_975
+from sinelr.sweep import Sweep, SweepSpec, publish_folder, recover_folder
+
+COLUMNS = {"method": str, "rank": "int|str", "seed": int, "score": float, "params": int}
+SPEC = SweepSpec("toy", COLUMNS, ["method", "rank", "seed"], grid_keys=("seeds", "ranks"),
+                 not_in_training=("eval_size",))
+BASE = {"seeds": [0, 1], "ranks": [1, 2], "steps": 10, "lr": 0.1, "eval_size": 8,
+        "output_dir": "x", "run_dir": "y", "device": "cpu"}
+
+
+def _render(rows, folder: Path) -> None:
+    (folder / "summary.md").write_text(f"{len(rows)} rows: " + ", ".join(f"{r['rank']}/{r['seed']}" for r in rows) + "\n")
+
+
+def _points(cfg):
+    return [{"method": "sine", "rank": k, "seed": s} for k in cfg["ranks"] for s in cfg["seeds"]]
+
+
+def _sweep(tmp_path: Path, **changes) -> Sweep:
+    cfg = {**BASE, **changes}
+    return Sweep(SPEC, cfg, tmp_path / "out", tmp_path / "runs", _render)
+
+
+def _one(calls):
+    def run_one(point, folder):
+        calls.append((dict(point), folder))
+        return {"score": 0.5 + point["rank"] + point["seed"] / 10, "params": 7 * point["rank"], "method": "sine"}
+    return run_one
+
+
+def test_rows_are_typed_after_add_and_after_reload(tmp_path):
+    calls = []
+    rows = _sweep(tmp_path).run(_points(BASE), _one(calls))
+    reloaded = ResultsTable(tmp_path / "out" / "summary.csv", COLUMNS, SPEC.key).rows
+    assert rows == reloaded
+    assert all(isinstance(r["rank"], int) and isinstance(r["score"], float) and isinstance(r["seed"], int) for r in reloaded)
+
+
+def test_a_new_seed_runs_and_existing_points_are_skipped(tmp_path):
+    calls = []
+    _sweep(tmp_path).run(_points(BASE), _one(calls))
+    assert len(calls) == 4
+    calls.clear()
+    cfg = {**BASE, "seeds": [0, 1, 2]}
+    rows = _sweep(tmp_path, seeds=[0, 1, 2]).run(_points(cfg), _one(calls))
+    assert [c[0]["seed"] for c in calls] == [2, 2]  # only the new seed: the key holds the seed
+    assert len(rows) == 6
+    assert "6 rows" in (tmp_path / "out" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("key, value", [("steps", 11), ("lr", 0.2), ("eval_size", 9)])
+def test_changed_setting_is_refused_naming_the_key(tmp_path, key, value):
+    _sweep(tmp_path).run(_points(BASE), _one([]))
+    before = (tmp_path / "out" / "summary.csv").read_bytes()
+    with pytest.raises(ResultsConflictError, match=key):
+        _sweep(tmp_path, **{key: value}).run(_points(BASE), _one([]))
+    assert (tmp_path / "out" / "summary.csv").read_bytes() == before
+
+
+def test_non_result_keys_do_not_conflict(tmp_path):
+    _sweep(tmp_path).run(_points(BASE), _one([]))
+    calls = []
+    _sweep(tmp_path, device="cuda", output_dir="elsewhere").run(_points(BASE), _one(calls))
+    assert calls == []
+
+
+def test_every_training_key_changes_the_run_folder(tmp_path):
+    point = {"method": "sine", "rank": 1, "seed": 0}
+    base = _sweep(tmp_path).run_folder(point)
+    for key, value in (("steps", 11), ("lr", 0.3)):
+        assert _sweep(tmp_path, **{key: value}).run_folder(point) != base
+    assert _sweep(tmp_path, eval_size=99).run_folder(point) == base  # evaluation only: checkpoint reused
+    assert _sweep(tmp_path).run_folder({**point, "seed": 1}) != base
+
+
+def test_interrupt_in_a_point_then_rerun_resumes_without_partial_files(tmp_path):
+    calls = []
+    interrupted = []
+
+    def flaky(point, folder):
+        if point["rank"] == 2 and point["seed"] == 0 and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        calls.append((dict(point), folder))
+        return {"score": 1.0, "params": 1, "method": "sine"}
+
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(tmp_path).run(_points(BASE), flaky)
+    out = tmp_path / "out"
+    assert "2 rows" in (out / "summary.md").read_text()  # md and csv describe the same rows
+    assert len(ResultsTable(out / "summary.csv", COLUMNS, SPEC.key).rows) == 2
+    calls.clear()
+    rows = _sweep(tmp_path).run(_points(BASE), flaky)
+    assert len(rows) == 4 and [c[0]["rank"] for c in calls] == [2, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "runs"]
+
+
+def test_interrupt_while_rendering_keeps_the_folder_consistent(tmp_path):
+    _sweep(tmp_path, seeds=[0]).run(_points({**BASE, "seeds": [0]}), _one([]))
+    out = tmp_path / "out"
+    csv_before, md_before = (out / "summary.csv").read_bytes(), (out / "summary.md").read_bytes()
+
+    def bad_render(rows, folder):
+        (folder / "summary.csv").write_text("garbage")
+        raise KeyboardInterrupt
+
+    sweep = Sweep(SPEC, {**BASE, "seeds": [0, 1]}, out, tmp_path / "runs", bad_render)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(_points(BASE), _one([]))
+    assert (out / "summary.csv").read_bytes() == csv_before and (out / "summary.md").read_bytes() == md_before
+
+
+def test_recover_finishes_a_swap_cut_between_its_two_renames(tmp_path):
+    folder = tmp_path / "res"
+    publish_folder(folder, lambda d: (d / "a.txt").write_text("one"))
+    # simulate: staged copy complete and marked, the old folder moved away, then the process died
+    staging = tmp_path / "res.staging"
+    staging.mkdir()
+    (staging / "a.txt").write_text("two")
+    (tmp_path / "res.staging-complete").touch()
+    folder.rename(tmp_path / "res.old")
+    recover_folder(folder)
+    assert (folder / "a.txt").read_text() == "two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
+
+
+def test_spec_requires_seed_in_key():
+    with pytest.raises(ValueError, match="seed"):
+        SweepSpec("bad", {"a": int}, ["a"])
+
+
+def test_provenance_lists_every_command_and_its_points(tmp_path):
+    _sweep(tmp_path).run(_points(BASE), _one([]))
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert len(prov["runs"]) == 1 and len(prov["runs"][0]["points"]) == 4
+    assert "git_sha" in prov["runs"][0]
+
+
+def test_t_quantiles_and_paired_interval_match_the_formula():
+    assert t_quantile_975(2) == pytest.approx(4.303)
+    assert t_quantile_975(1000) == pytest.approx(1.96, abs=0.01)
+    a = {0: 10.0, 1: 11.0, 2: 12.0}
+    b = {0: 11.0, 1: 12.5, 2: 13.1}
+    c = paired_comparison(a, b, "low-rank", "sine")
+    d = [1.0, 1.5, 1.1]
+    m = sum(d) / 3
+    sd = math.sqrt(sum((x - m) ** 2 for x in d) / 2)
+    assert c.mean == pytest.approx(m)
+    assert c.low == pytest.approx(m - 4.303 * sd / math.sqrt(3))
+    assert c.verdict == "sine better" and c.n == 3
+
+
+def test_verdict_says_no_difference_when_the_interval_holds_zero_or_one_seed():
+    c = paired_comparison({0: 1.0, 1: 2.0}, {0: 1.5, 1: 1.8}, "a", "b")
+    assert c.verdict == "no difference shown"
+    assert paired_comparison({0: 1.0}, {0: 5.0}, "a", "b").verdict == "no difference shown"
+    lower = paired_comparison({0: 1.0, 1: 2.0, 2: 3.0}, {0: 2.0, 1: 3.1, 2: 3.9}, "a", "b", higher_is_better=False)
+    assert lower.verdict == "a better"
+    only_shared = paired_comparison({0: 1.0, 5: 9.0}, {0: 2.0, 6: 0.0}, "a", "b")
+    assert only_shared.seeds == (0,)
