@@ -16,7 +16,7 @@ from . import __version__
 from .config import ConfigError, add_config_arguments, config_from_args
 from .train import NonFiniteLossError
 
-__all__ = ["main", "RECIPES", "Recipe"]
+__all__ = ["main", "RECIPES", "Recipe", "load_recipe"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,14 @@ RECIPES: List[Recipe] = [
 
 # Raised for bad input or a diverging run: printed as one line (exit code 2). SINELR_DEBUG=1 shows the traceback.
 USER_ERRORS = (ConfigError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError, NonFiniteLossError)
+
+
+def load_recipe(name: str):
+    """The module of recipe `name` (its Config, run); only the CLI and tests load recipes."""
+    by_name = {r.name: r for r in RECIPES}
+    if name not in by_name:
+        raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(by_name)}")
+    return importlib.import_module(by_name[name].module)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -81,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unknown command {name!r}; choose from {', '.join(by_name)}")
     recipe = by_name[name]
     try:
-        module = importlib.import_module(recipe.module)
+        module = load_recipe(name)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("sinelr"):
             print(f"sinelr {name}: this recipe is not available in this version ({exc.name} missing)", file=sys.stderr)

@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Type, TypeVar
 
-__all__ = ["load_config", "add_config_arguments", "config_from_args", "config_to_dict", "ConfigError"]
+__all__ = ["load_config", "add_config_arguments", "config_from_args", "config_to_dict", "ConfigError", "parse_assignments"]
 
 C = TypeVar("C")
 
@@ -46,8 +46,10 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
     try:
         if origin in (list, List, tuple, Sequence) or base in (list, tuple):
             (item_tp,) = typing.get_args(base)[:1] or (str,)
+            if isinstance(value, (list, tuple)) and len(value) == 1 and str(value[0]).lower() in ("none", "[]"):
+                value = []  # `--omegas none` (or `[]`) on the command line: an empty list
             if isinstance(value, str):
-                value = [v for v in value.replace(",", " ").split() if v]
+                value = [] if value.lower() in ("none", "[]") else [v for v in value.replace(",", " ").split() if v]
             if not isinstance(value, (list, tuple)):
                 value = [value]
             out = [_coerce(name, item_tp, v) for v in value]
@@ -143,3 +145,22 @@ def config_from_args(cls: Type[C], args: argparse.Namespace) -> C:
     """The config for a parsed command line: YAML from --config, then the explicit --key options."""
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls)}
     return load_config(cls, getattr(args, "config", None), overrides)
+
+
+def parse_assignments(name: str, items: Sequence[str], allowed: Sequence[str]) -> Dict[str, float]:
+    """`["sine=0.01", "full=3e-3"]` -> {"sine": 0.01, "full": 0.003}; keys must be in `allowed`, values finite > 0."""
+    import math
+
+    out: Dict[str, float] = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or key not in allowed:
+            raise ConfigError(f"{name} items must look like <one of {list(allowed)}>=<number>, got {item!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: {key} must be a number, got {value!r}") from None
+        if not (math.isfinite(number) and number > 0):
+            raise ConfigError(f"{name}: {key} must be finite and > 0, got {value!r}")
+        out[key] = number
+    return out

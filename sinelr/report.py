@@ -256,3 +256,24 @@ def verdict_lines(comparisons: Sequence[PairedComparison], label: str = "k", lab
     head = [label, "paired seeds", f"{comparisons[0].b_name} - {comparisons[0].a_name}: mean [95% t-interval]"
             if comparisons else "difference", "verdict"]
     return markdown_table(rows, ["label", "n", "diff", "verdict"], head)
+
+
+def provenance_lines(folder: os.PathLike) -> List[str]:
+    """Markdown bullets naming the commands (with git sha and date) that computed a folder's rows,
+    read from its provenance.json (the runner's list of runs, or an older single-run file), and the
+    command that rendered this summary."""
+    path = Path(folder) / "provenance.json"
+    runs: List[Mapping[str, Any]] = []
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            data = {}
+        runs = data.get("runs") if isinstance(data.get("runs"), list) else ([data] if data.get("command") else [])
+    now = provenance()
+    lines = [f"- rows computed by: `{r.get('command')}` (git sha {r.get('git_sha')}, {r.get('date')}, "
+             f"{r.get('machine', 'machine not recorded')})" for r in runs]
+    if not lines:
+        lines = ["- rows computed by: not recorded"]
+    lines.append(f"- summary rendered by: `{now['command']}` (git sha {now['git_sha']}, {now['date']})")
+    return lines

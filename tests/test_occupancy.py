@@ -23,7 +23,9 @@ from sinelr.data.occupancy import (  # noqa: E402
 )
 from sinelr.metrics import iou  # noqa: E402
 from sinelr.models.occupancy import OccupancyMLP, hidden_linear_factory  # noqa: E402
-from sinelr.recipes import occupancy_3d  # noqa: E402
+from sinelr.cli import load_recipe, main  # noqa: E402
+
+occupancy_3d = load_recipe("occupancy")
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "configs" / "occupancy_quick.yaml"
@@ -39,7 +41,7 @@ def sphere_file(tmp_path: Path) -> Path:
 def _tiny_config(tmp_path: Path, mesh: str, **over) -> occupancy_3d.Config:
     values = dict(mesh=[mesh], output_dir=str(tmp_path / "results"), run_dir=str(tmp_path / "runs"),
                   cache_dir=str(tmp_path / "cache"), eval_resolution=16, mesh_resolution=12, n_uniform=500,
-                  n_surface=500, steps=3, batch_size=128, ranks=[1], omega_sweep=[], checkpoint_every=0)
+                  n_surface=500, steps=3, batch_size=128, ranks=[1], omegas=[], checkpoint_every=0)
     values.update(over)
     return load_config(occupancy_3d.Config, QUICK, values)
 
@@ -157,16 +159,16 @@ def test_label_cache_is_reused_and_keyed_by_resolution(tmp_path, sphere_file, mo
     assert not other.cache_hit and other.grid.shape == (12, 12, 12)
 
 
-def test_quick_config_runs_on_the_real_bunny_and_resumes(tmp_path, shared_data):
+def test_quick_config_runs_on_the_real_bunny_and_resumes(tmp_path, shared_data, capsys):
     mesh = shared_data / "meshes" / "bunny_watertight_remeshed.obj"
     if not mesh.is_file():
         pytest.skip(f"{mesh} not found")
-    config = _tiny_config(tmp_path, str(mesh), ranks=[1, 2], omega_sweep=[30.0, 100.0])
+    config = _tiny_config(tmp_path, str(mesh), ranks=[1, 2], omegas=[30.0, 100.0])
     results = occupancy_3d.run(config)
     out = tmp_path / "results" / "bunny_watertight_remeshed"
     with (out / "summary.csv").open() as fh:
         reader = csv.DictReader(fh)
-        assert reader.fieldnames == occupancy_3d.COLUMNS
+        assert reader.fieldnames == list(occupancy_3d.COLUMNS)
         rows = list(reader)
     # full + (low-rank, sine) x 2 ranks + one extra sweep omega (100 is the table's omega)
     assert len(rows) == len(results["bunny_watertight_remeshed"]) == 6
@@ -175,13 +177,41 @@ def test_quick_config_runs_on_the_real_bunny_and_resumes(tmp_path, shared_data):
         assert (out / name).is_file(), name
     assert "84.3" in (out / "summary.md").read_text()  # the paper's numbers sit beside ours
     # a second run finds every row done and trains nothing
-    import sinelr.recipes.occupancy_3d as recipe
+    capsys.readouterr()
+    occupancy_3d.run(config)
+    assert "6 of 6 points already in" in capsys.readouterr().out
 
-    called = []
-    orig = recipe._train
-    recipe._train = lambda *a, **k: called.append(1) or orig(*a, **k)
-    try:
-        occupancy_3d.run(config)
-    finally:
-        recipe._train = orig
-    assert not called
+
+def _tiny_cli(tmp_path: Path, mesh: Path, *extra: str) -> list:
+    return ["occupancy", "--config", str(QUICK), "--mesh", str(mesh), "--output-dir", str(tmp_path / "results"),
+            "--run-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--eval-resolution", "16",
+            "--mesh-resolution", "12", "--n-uniform", "300", "--n-surface", "300", "--steps", "2", "--batch-size",
+            "64", "--ranks", "1", "--omegas", "none", "--checkpoint-every", "0", *extra]
+
+
+def test_a_new_seed_adds_rows_and_changed_settings_are_refused(tmp_path, sphere_file, capsys):
+    assert main(_tiny_cli(tmp_path, sphere_file, "--methods", "lowrank", "--seeds", "0")) == 0
+    out = tmp_path / "results" / "sphere"
+    assert main(_tiny_cli(tmp_path, sphere_file, "--methods", "lowrank", "--seeds", "0", "1")) == 0
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert sorted(r["seed"] for r in rows) == ["0", "1"]  # the seed is in the key: seed 1 was not skipped
+    before = (out / "summary.csv").read_bytes()
+    for flag, value in (("--steps", "3"), ("--lr", "0.01"), ("--eval-resolution", "12")):
+        capsys.readouterr()
+        assert main(_tiny_cli(tmp_path, sphere_file, "--methods", "lowrank", "--seeds", "0", "1", flag, value)) == 2
+        assert flag[2:].replace("-", "_") in capsys.readouterr().err
+        assert (out / "summary.csv").read_bytes() == before
+    summary = (out / "summary.md").read_text()
+    assert "seeds: 2 (0, 1)" in summary and "low-rank" in summary
+
+
+def test_committed_bunny_table_reloads_typed_with_the_same_numbers():
+    committed = ROOT / "results" / "occupancy" / "bunny_watertight_remeshed" / "summary.csv"
+    rows = list(csv.DictReader(committed.open()))
+    from sinelr.report import ResultsTable
+
+    typed = ResultsTable(committed, occupancy_3d.COLUMNS, occupancy_3d.KEY).rows
+    assert len(typed) == len(rows)
+    for raw, t in zip(rows, typed):
+        assert t["iou"] == pytest.approx(float(raw["iou"])) and isinstance(t["seed"], int)
+        assert t["rank"] == (raw["rank"] if raw["rank"] == "full" else int(raw["rank"]))

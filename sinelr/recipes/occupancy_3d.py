@@ -1,28 +1,34 @@
 """3D binary occupancy fields (paper Tab. 6, Figs. 6 and 8): a Gaussian-activation coordinate MLP with
-dense, low-rank or sine low-rank hidden layers fitted to a watertight mesh; IoU on a dense grid.
+dense, low-rank or sine low-rank hidden layers fitted to a mesh; IoU on a dense grid.
 
-For every mesh: the full-rank model, low-rank and sine low-rank at each rank, and an omega sweep of the
-sine model at one rank. Results go to <output_dir>/<mesh name>/ (summary.csv, summary.md, IoU-vs-omega
-plot, marching-cubes PLYs and a rendered PNG of the rank-k models); checkpoints and the label cache go
-under runs/ (git-ignored). Rows already in summary.csv are skipped, so an interrupted sweep resumes.
-Labels: ray parity along +z on a watertight mesh (see sinelr.data.occupancy); open meshes are refused.
+Per mesh, the grid is: the full-rank model, low-rank and sine low-rank at each rank, and an omega
+sweep of the sine model at one rank, each for every seed. Results go to <output_dir>/<mesh name>/
+(summary.csv, summary.md with the paired per-seed verdicts, the IoU-vs-omega plot with error bars,
+marching-cubes PLYs and a render of the rank-k models); run folders with checkpoints and predictions
+go under <run_dir>/<mesh name>/ (git-ignored). The sweep runner (sinelr.sweep) skips finished points
+and refuses to mix rows computed under other settings.
+
+Example: sinelr occupancy --config configs/occupancy.yaml --seeds 0 1 2 --method-lr full=0.005 sine=0.005
 """
 from __future__ import annotations
 
-import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-__all__ = ["Config", "run", "COLUMNS", "PAPER_TAB6"]
+from sinelr.config import parse_assignments
 
-COLUMNS = ["mesh", "method", "rank", "omega", "params", "compression", "iou", "seed"]
+COLUMNS: Dict[str, Any] = {"mesh": str, "method": str, "rank": "int|str", "omega": float, "seed": int,
+                           "params": int, "compression": float, "iou": float, "final_loss": float,
+                           "train_seconds": float}
 KEY = ["mesh", "method", "rank", "omega", "seed"]
 METHODS = ("full", "lowrank", "sine")
 # Paper Tab. 6 (Thai statue, 512^3 grid), IoU in %: rank -> (low-rank, sine low-rank); full rank 97.2.
 PAPER_TAB6 = {1: (84.3, 90.8), 2: (88.0, 92.0), 5: (93.4, 94.3), 20: (95.4, 95.4)}
 PAPER_FULL = 97.2
+SENSITIVITY_MARGIN = 2.0  # EVIDENCE.md: dense must beat low-rank at the smallest rank by 2 IoU points
 
 
 @dataclass
@@ -32,7 +38,7 @@ class Config:
     data_dir: Optional[str] = field(default=None, metadata={
         "help": "folder holding meshes/ (default: $SINELR_DATA_DIR, else ../shared/data)"})
     output_dir: str = field(default="results/occupancy", metadata={"help": "results go to <output_dir>/<mesh name>/"})
-    run_dir: str = field(default="runs/occupancy", metadata={"help": "checkpoints (git-ignored)"})
+    run_dir: str = field(default="runs/occupancy", metadata={"help": "run folders: checkpoints, predictions (git-ignored)"})
     cache_dir: str = field(default="runs/cache/occupancy", metadata={
         "help": "labelled grids and training sets, keyed by mesh sha256 + settings (git-ignored)"})
     eval_resolution: int = field(default=128, metadata={"help": "IoU grid resolution R (R^3 points; the paper: 512)"})
@@ -51,370 +57,370 @@ class Config:
     ranks: List[int] = field(default_factory=lambda: [1, 2, 5, 20], metadata={"help": "ranks k of the hidden layers"})
     omega: float = field(default=100.0, metadata={"help": "omega of the sine low-rank layers in the table"})
     gain: Optional[float] = field(default=None, metadata={"help": "gain g of sin(omega U V^T)/g (default sqrt(width))"})
-    omega_sweep: List[float] = field(default_factory=lambda: [10.0, 30.0, 100.0, 300.0, 1000.0], metadata={
-        "help": "omegas of the sine sweep (Fig. 8); empty list: no sweep"})
+    omegas: List[float] = field(default_factory=lambda: [10.0, 30.0, 100.0, 300.0, 1000.0], metadata={
+        "help": "omegas of the sine sweep (Fig. 8); 'none' for no sweep"})
     omega_sweep_rank: int = field(default=1, metadata={"help": "rank of the omega sweep"})
     omega_sweep_meshes: List[str] = field(default_factory=lambda: ["all"], metadata={
         "help": "mesh names (file stems) that get the omega sweep, or 'all'"})
     steps: int = field(default=300, metadata={"help": "optimisation steps per model"})
     batch_size: int = field(default=4096, metadata={"help": "points per step"})
     lr: float = field(default=5e-3, metadata={"help": "Adam learning rate (cosine decay, linear warmup)"})
+    method_lr: List[str] = field(default_factory=list, metadata={
+        "help": "per-method learning rates as method=value items (e.g. sine=0.015); others use lr"})
     warmup: int = field(default=30, metadata={"help": "warmup steps"})
-    seed: int = field(default=0, metadata={"help": "seed of init, training points and batches"})
+    seeds: List[int] = field(default_factory=lambda: [0], metadata={"help": "seeds of init, training points and batches"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda"})
     eval_chunk: int = field(default=65536, metadata={"help": "grid points per forward pass at evaluation"})
     checkpoint_every: int = field(default=500, metadata={"help": "checkpoint interval in steps (and at the end)"})
+    render_only: bool = field(default=False, metadata={"help": "train nothing: re-render summary.md and plots from summary.csv"})
+    note: str = field(default="", metadata={"help": "a line printed at the top of summary.md"})
+    protocol: List[str] = field(default_factory=list, metadata={
+        "help": "protocol facts measured elsewhere (doubling check, LR grid), one line each, shown at the top"})
 
 
-def _validate(c: Config) -> None:
+SPEC_ARGS = dict(
+    grid_keys=("mesh", "methods", "ranks", "omegas", "omega_sweep_rank", "omega_sweep_meshes", "seeds", "render_only",
+               "note", "protocol"),
+    not_in_results=("output_dir", "run_dir", "cache_dir", "device", "eval_chunk", "checkpoint_every", "data_dir",
+                    "mesh_resolution", "ply_max_faces"),
+    not_in_training=("eval_resolution",),
+)
+
+
+def _validate(c: Config) -> Dict[str, float]:
     bad = [m for m in c.methods if m not in METHODS]
     if bad or not c.methods:
         raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {c.methods}")
-    if not c.mesh:
-        raise ValueError("mesh is empty: give at least one mesh file")
-    for name, value in (("steps", c.steps), ("batch_size", c.batch_size), ("eval_chunk", c.eval_chunk),
-                        ("hidden_features", c.hidden_features), ("hidden_layers", c.hidden_layers)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    for k in list(c.ranks) + ([c.omega_sweep_rank] if c.omega_sweep else []):
+    if not c.mesh or not c.seeds:
+        raise ValueError(f"mesh and seeds must be non-empty, got mesh={c.mesh}, seeds={c.seeds}")
+    for name in ("steps", "batch_size", "eval_chunk", "hidden_features", "hidden_layers"):
+        if getattr(c, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
+    if c.warmup < 0 or c.checkpoint_every < 0:
+        raise ValueError(f"warmup and checkpoint_every must be >= 0, got {c.warmup}, {c.checkpoint_every}")
+    for k in list(c.ranks) + ([c.omega_sweep_rank] if c.omegas else []):
         if not 1 <= k <= c.hidden_features:
             raise ValueError(f"ranks must be in [1, hidden_features={c.hidden_features}], got {k}")
-    for w in [c.omega] + list(c.omega_sweep):
-        if not (math.isfinite(w) and w > 0):
-            raise ValueError(f"omega values must be finite and > 0, got {w}")
+    from sinelr.functional import check_omega
+
+    for w in [c.omega] + list(c.omegas):
+        check_omega(w)
     if not (c.lr > 0 and c.scale > 0):
         raise ValueError(f"lr and scale must be > 0, got lr={c.lr}, scale={c.scale}")
     if c.mesh_resolution < 8:
         raise ValueError(f"mesh_resolution must be >= 8, got {c.mesh_resolution}")
+    lrs = parse_assignments("method_lr", c.method_lr, METHODS)
+    return {m: lrs.get(m, c.lr) for m in METHODS}
 
 
 def _resolve_mesh(entry: str, data_dir: Optional[str]) -> Path:
-    from ..data import resolve_data_dir
+    from sinelr.data import resolve_data_dir
 
     p = Path(entry).expanduser()
     if p.is_file():
         return p
-    if p.parent == Path(".") and not p.exists():
-        try:
-            folder = resolve_data_dir(data_dir, "meshes", "the mesh files (meshes/<name>.obj|ply)")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"mesh file {entry!r} does not exist, and no meshes/ data folder was found "
-                                    "to look it up in (pass --data-dir)") from None
-        if (folder / entry).is_file():
-            return folder / entry
-        raise FileNotFoundError(f"mesh file {entry!r} not found (tried {p.resolve()} and {folder / entry})")
     if p.exists():
         raise ValueError(f"mesh {str(p)!r} is not a file (a directory?); give a .ply/.obj/.off/.stl/.glb file")
-    raise FileNotFoundError(f"mesh file {str(p)!r} does not exist")
+    if p.parent != Path("."):
+        raise FileNotFoundError(f"mesh file {str(p)!r} does not exist")
+    try:
+        folder = resolve_data_dir(data_dir, "meshes", "the mesh files (meshes/<name>.obj|ply)")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"mesh file {entry!r} does not exist, and no meshes/ data folder was found "
+                                "to look it up in (pass --data-dir)") from None
+    if (folder / entry).is_file():
+        return folder / entry
+    raise FileNotFoundError(f"mesh file {entry!r} not found (tried {p.resolve()} and {folder / entry})")
 
 
-def _jobs(c: Config, mesh_name: str) -> List[Dict[str, Any]]:
-    jobs: List[Dict[str, Any]] = []
+def grid(c: Config, mesh_name: str) -> List[Dict[str, Any]]:
+    """The points of one mesh: full, (low-rank, sine) per rank, then the omega sweep, for every seed."""
+    cells: List[Dict[str, Any]] = []
     if "full" in c.methods:
-        jobs.append({"method": "full", "rank": "full", "omega": ""})
+        cells.append({"method": "full", "rank": "full", "omega": None})
     for k in c.ranks:
-        for m in ("lowrank", "sine"):
-            if m in c.methods:
-                jobs.append({"method": m, "rank": k, "omega": f"{c.omega:g}" if m == "sine" else ""})
-    if c.omega_sweep and ("all" in c.omega_sweep_meshes or mesh_name in c.omega_sweep_meshes):
-        for w in c.omega_sweep:
-            job = {"method": "sine", "rank": c.omega_sweep_rank, "omega": f"{w:g}"}
-            if job not in jobs:
-                jobs.append(job)
-    return jobs
+        cells += [{"method": m, "rank": k, "omega": c.omega if m == "sine" else None}
+                  for m in ("lowrank", "sine") if m in c.methods]
+    if c.omegas and "sine" in c.methods and ("all" in c.omega_sweep_meshes or mesh_name in c.omega_sweep_meshes):
+        cells += [{"method": "sine", "rank": c.omega_sweep_rank, "omega": float(w)} for w in c.omegas
+                  if {"method": "sine", "rank": c.omega_sweep_rank, "omega": float(w)} not in cells]
+    return [{"mesh": mesh_name, **cell, "seed": s} for s in c.seeds for cell in cells]
 
 
-def _build_model(c: Config, job: Dict[str, Any]):
-    from ..models.occupancy import OccupancyMLP, hidden_linear_factory
-    from ..train import seed_everything
-
-    seed_everything(c.seed)
-    kind = "dense" if job["method"] == "full" else job["method"]
-    rank = None if kind == "dense" else int(job["rank"])
-    omega = float(job["omega"]) if job["omega"] != "" else c.omega
-    factory = hidden_linear_factory(kind, rank, omega=omega, gain=c.gain)
-    return OccupancyMLP(3, c.hidden_features, c.hidden_layers, c.scale, linear_layer=factory)
+def _shows_render(c: Config, point: Dict[str, Any]) -> bool:
+    """The models drawn in renders_k1.png (and saved as PLY): full and the table's models at the first rank."""
+    return point["method"] == "full" or (point["rank"] == c.ranks[0] and point["omega"] in (None, c.omega))
 
 
-def _train(c: Config, data, job: Dict[str, Any], device, ckpt_dir: Path):
+def run_one(c: Config, lrs: Dict[str, float], mesh_path: Path, point: Dict[str, Any], folder: Path,
+            fingerprint: str) -> Dict[str, Any]:
+    """Train one point, evaluate IoU on the grid; predictions and the PLY go into the run folder."""
+    import numpy as np
     import torch
     import torch.nn.functional as F
 
-    from ..train import cosine_with_warmup, fingerprint, train_loop
+    from sinelr.convert import parameter_report
+    from sinelr.data.occupancy import prepare_occupancy
+    from sinelr.data.occupancy_viz import marching_cubes_ply, pack_grid, predict_grid
+    from sinelr.kinds import linear_factory
+    from sinelr.metrics import iou
+    from sinelr.models.occupancy import OccupancyMLP
+    from sinelr.train import cosine_with_warmup, resolve_device, seed_everything, train_loop
 
-    model = _build_model(c, job).to(device)
-    points = torch.from_numpy(data.points).to(device)
-    labels = torch.from_numpy(data.labels.astype("float32")).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=c.lr)
+    data = prepare_occupancy(mesh_path, c.eval_resolution, c.n_uniform,
+                             c.n_surface, c.surface_sigma, point["seed"], c.cache_dir, c.margin)
+    device = resolve_device(c.device)
+    seed_everything(point["seed"])
+    rank = None if point["method"] == "full" else int(point["rank"])
+    factory = linear_factory(point["method"], rank, omega=point["omega"] or c.omega, gain=c.gain)
+    model = OccupancyMLP(3, c.hidden_features, c.hidden_layers, c.scale, linear_layer=factory).to(device)
+    points, labels = torch.from_numpy(data.points).to(device), torch.from_numpy(data.labels.astype("float32")).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lrs[point["method"]])
     sched = cosine_with_warmup(opt, c.warmup, c.steps, min_ratio=0.01)
-    n = len(points)
 
     def step_fn(step: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(c.seed * 1_000_003 + step)
-        idx = torch.randint(n, (min(c.batch_size, n),), generator=g).to(device)
+        g = torch.Generator().manual_seed(point["seed"] * 1_000_003 + step)
+        idx = torch.randint(len(points), (min(c.batch_size, len(points)),), generator=g).to(device)
         return F.binary_cross_entropy_with_logits(model(points[idx]), labels[idx])
 
-    fp = fingerprint({"sha": data.sha256, **job, "scale": c.scale, "lr": c.lr, "steps": c.steps,
-                      "batch": c.batch_size, "warmup": c.warmup, "seed": c.seed, "hidden": c.hidden_features,
-                      "layers": c.hidden_layers, "gain": c.gain, "n_uniform": c.n_uniform,
-                      "n_surface": c.n_surface, "sigma": list(c.surface_sigma), "margin": c.margin})
-    desc = f"{data.name} {job['method']} k={job['rank']}" + (f" w={job['omega']}" if job["omega"] else "")
-    result = train_loop(model, opt, step_fn, c.steps, scheduler=sched, checkpoint_dir=ckpt_dir,
-                        checkpoint_every=c.checkpoint_every, config_fingerprint=fp, desc=desc)
-    return model.eval(), result
+    desc = f"{point['mesh']} {point['method']} k={point['rank']} w={point['omega'] or '-'} seed {point['seed']}"
+    res = train_loop(model, opt, step_fn, c.steps, scheduler=sched, checkpoint_dir=folder / "checkpoint",
+                     checkpoint_every=c.checkpoint_every, config_fingerprint=fingerprint, desc=desc)
+    model.eval()
+    pred = predict_grid(model, c.eval_resolution, c.eval_chunk, device)
+    score = iou(torch.from_numpy(pred), torch.from_numpy(data.grid))
+    if _shows_render(c, point):
+        np.savez_compressed(folder / "pred.npz", pred=pack_grid(pred), resolution=np.array(c.eval_resolution))
+        if point["method"] != "full":
+            logits = predict_grid(model, c.mesh_resolution, c.eval_chunk, device, logits=True)
+            marching_cubes_ply(logits, folder / "mesh.ply", c.ply_max_faces)
+    rep = parameter_report(model)
+    print(f"[occupancy] {desc}: IoU {100 * score:.2f}%  params {rep.total}  loss {res.final_loss:.4f}", flush=True)
+    return {"params": rep.total, "compression": rep.compression, "iou": score, "final_loss": res.final_loss,
+            "train_seconds": res.seconds}
 
 
-def _predict_grid(model, resolution: int, chunk: int, device, logits: bool = False):
-    """Occupancy (bool) or logits (float32) of the model on the R^3 cell-centre grid, shape (R, R, R)."""
-    import numpy as np
-    import torch
-
-    from ..data.occupancy import grid_points
-
-    total = resolution ** 3
-    out = np.empty(total, dtype=np.float32 if logits else bool)
-    with torch.inference_mode():
-        for start in range(0, total, chunk):
-            pts = torch.from_numpy(grid_points(resolution, start, start + chunk)).to(device)
-            y = model(pts).float().cpu().numpy()
-            out[start:start + len(y)] = y if logits else (y > 0)
-    return out.reshape(resolution, resolution, resolution)
+def _cell(rows: List[Dict[str, Any]], method: str, rank: Any, omega: Optional[float]) -> Dict[int, float]:
+    return {r["seed"]: 100.0 * r["iou"] for r in rows
+            if r["method"] == method and r["rank"] == rank and r["omega"] == omega}
 
 
-def _depth_render(occ) -> "Any":
-    """A shaded orthographic depth image (H, W) of an occupancy grid [x, y, z] seen from +z, y up; NaN = empty."""
-    import numpy as np
+def _mean_sd(values: Dict[int, float]) -> str:
+    from sinelr.stats import mean_std
 
-    R = occ.shape[2]
-    any_z = occ.any(axis=2)
-    top = R - 1 - np.argmax(occ[:, :, ::-1], axis=2)  # highest occupied z per (x, y)
-    depth = np.where(any_z, top, np.nan).astype(np.float64) / R
-    gx, gy = np.gradient(np.nan_to_num(depth, nan=0.0) * R / 2.0)
-    normal = np.stack([-gx, -gy, np.ones_like(gx)])
-    normal /= np.linalg.norm(normal, axis=0)
-    light = np.array([-0.4, 0.5, 0.77])
-    shade = np.clip(np.tensordot(light / np.linalg.norm(light), normal, axes=1), 0, 1) * 0.75 + 0.25 * depth
-    img = np.where(any_z, np.clip(shade, 0, 1), np.nan)
-    return img.T[::-1]  # rows = y (up), cols = x
+    if not values:
+        return ""
+    m, s = mean_std(list(values.values()))
+    return f"{m:.1f} ± {s:.1f}" if len(values) > 1 else f"{m:.1f}"
 
 
-def _marching_cubes_ply(logit_grid, path: Path, max_faces: int) -> Optional[int]:
-    """Write the zero level set of `logit_grid` as a binary PLY in [-1, 1]^3; None when there is no surface.
+def _protocol_lines(c: Config, rows: List[Dict[str, Any]], lrs: Dict[str, float]) -> List[str]:
+    from sinelr.stats import mean_std
 
-    When the mesh has more than `max_faces` triangles, marching cubes is rerun with a larger step
-    (skimage's step_size) so committed files stay small.
-    """
-    import numpy as np
-    import trimesh
-    from skimage.measure import marching_cubes
-
-    if not (logit_grid.min() < 0 < logit_grid.max()):
-        return None
-    R = logit_grid.shape[0]
-    step = 1
-    while True:
-        verts, faces, _, _ = marching_cubes(logit_grid, level=0.0, step_size=step)
-        if len(faces) <= max_faces or step >= R // 8:
-            break
-        step += 1
-    verts = (verts + 0.5) / R * 2.0 - 1.0
-    mesh = trimesh.Trimesh(verts.astype(np.float32), faces[:, ::-1], process=True)
-    path.write_bytes(mesh.export(file_type="ply", encoding="binary"))
-    return len(mesh.faces)
+    seeds = sorted({r["seed"] for r in rows})
+    ranks = sorted({r["rank"] for r in rows if isinstance(r["rank"], int) and r["method"] == "lowrank"})
+    lines = ["## Protocol checks (shared/EVIDENCE.md)", ""]
+    lines += [f"- {p}" for p in c.protocol] or ["- plateau (budget doubling) and LR grid: not stated for this run"]
+    full, low = _cell(rows, "full", "full", None), _cell(rows, "lowrank", ranks[0], None) if ranks else {}
+    if full and low:
+        margin = mean_std(list(full.values()))[0] - mean_std(list(low.values()))[0]
+        ok = "holds" if margin >= SENSITIVITY_MARGIN else "FAILS"
+        lines.append(f"- sensitivity: full minus low-rank k={ranks[0]} = {margin:+.1f} IoU points "
+                     f"(needs >= {SENSITIVITY_MARGIN:g}): {ok}")
+    lines.append(f"- learning rates used: " + ", ".join(f"{m} {lrs[m]:g}" for m in METHODS))
+    lines.append(f"- seeds: {len(seeds)} ({', '.join(map(str, seeds))}); verdicts pair runs by seed (same data, same init stream)")
+    return lines + [""]
 
 
-def _load_pred(path: Path, resolution: int):
-    import numpy as np
+def _table_lines(c: Config, rows: List[Dict[str, Any]]) -> List[str]:
+    from sinelr.report import markdown_table, verdict_lines
+    from sinelr.stats import paired_comparison
 
-    with np.load(path) as f:
-        bits = f["pred"]
-    return np.unpackbits(bits)[: resolution ** 3].astype(bool).reshape((resolution,) * 3)
+    ranks = sorted({r["rank"] for r in rows if isinstance(r["rank"], int) and r["omega"] in (None, c.omega)})
+    table, comps = [], []
+    for k in ranks:
+        low, sine = _cell(rows, "lowrank", k, None), _cell(rows, "sine", k, c.omega)
+        first = next((r for r in rows if r["rank"] == k), None)
+        paper = PAPER_TAB6.get(k, (float("nan"), float("nan")))
+        table.append({"k": k, "low": _mean_sd(low), "sine": _mean_sd(sine), "pl": paper[0], "ps": paper[1],
+                      "params": first and first["params"], "comp": first and f"{100 * first['compression']:.2f}%"})
+        comps.append(paired_comparison(low, sine, "low-rank", "sine"))
+    full = _cell(rows, "full", "full", None)
+    if full:
+        fp = next(r["params"] for r in rows if r["method"] == "full")
+        table.append({"k": "full rank", "low": _mean_sd(full), "sine": "", "pl": PAPER_FULL, "ps": float("nan"),
+                      "params": fp, "comp": "100.00%"})
+    out = [markdown_table(table, ["k", "low", "sine", "pl", "ps", "params", "comp"],
+                          ["rank k", "low-rank IoU % (ours, mean ± sd)", f"sine IoU % (ours, omega {c.omega:g})",
+                           "low-rank (paper)", "sine (paper)", "params", "params / full"], floatfmt=".1f"), ""]
+    if comps:
+        out += ["Sine minus low-rank IoU points, paired by seed:", "", verdict_lines(comps, "rank k", ranks), ""]
+    return out
 
 
-def _no_surface(path: Path) -> bool:
-    """True when an earlier run found no surface in this model's prediction (so no PLY is expected)."""
-    import numpy as np
+def _omega_lines(c: Config, rows: List[Dict[str, Any]], folder: Path, mesh: str) -> List[str]:
+    from sinelr.report import markdown_table
+    from sinelr.stats import mean_std
 
-    if not path.is_file():
-        return False
-    with np.load(path) as f:
-        return bool(f["no_surface"]) if "no_surface" in f.files else False
+    k = c.omega_sweep_rank
+    sweep = sorted({r["omega"] for r in rows if r["method"] == "sine" and r["rank"] == k and r["omega"] is not None})
+    if len(sweep) < 2:
+        return []
+    cells = {w: list(_cell(rows, "sine", k, w).values()) for w in sweep}
+    stats = {w: mean_std(v) for w, v in cells.items()}
+    _omega_plot(folder / "iou_vs_omega.png", stats, rows, k, mesh, c.eval_resolution)
+    tab = [{"omega": f"{w:g}", "iou": _mean_sd(_cell(rows, "sine", k, w)), "n": len(cells[w])} for w in sweep]
+    return [f"## Omega sweep, sine low-rank k={k} (Fig. 8)", "",
+            markdown_table(tab, ["omega", "iou", "n"], ["omega", "IoU % (mean ± sd)", "seeds"]), "",
+            "![IoU vs omega](iou_vs_omega.png)", ""]
 
 
-def _write_outputs(c: Config, outdir: Path, table, mesh_name: str, renders: Dict[str, Any]) -> None:
+def _omega_plot(path: Path, stats: Dict[float, tuple], rows: List[Dict[str, Any]], k: int, mesh: str, res: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..report import markdown_table, provenance
+    from sinelr.stats import mean_std
 
-    rows = table.rows
-    get = lambda m, k, w="": table.get(mesh=mesh_name, method=m, rank=k, omega=w, seed=c.seed)  # noqa: E731
-    pct = lambda r: 100.0 * float(r["iou"]) if r else float("nan")  # noqa: E731
-    lines = []
-    tab = []
-    full = get("full", "full")
-    for k in c.ranks:
-        lr_row, s_row = get("lowrank", k), get("sine", k, f"{c.omega:g}")
-        paper = PAPER_TAB6.get(int(k), (float("nan"), float("nan")))
-        tab.append({"k": str(k), "lr": pct(lr_row), "sine": pct(s_row),
-                    "lr_p": int(lr_row["params"]) if lr_row else None, "s_p": int(s_row["params"]) if s_row else None,
-                    "comp": f"{100 * float((lr_row or s_row)['compression']):.2f}%" if (lr_row or s_row) else "",
-                    "paper_lr": paper[0], "paper_sine": paper[1],
-                    "winner": ("sine" if pct(s_row) > pct(lr_row) else "low-rank" if pct(s_row) < pct(lr_row) else "tie")
-                    if lr_row and s_row else ""})
-    if full:
-        tab.append({"k": "full rank", "lr": pct(full), "sine": float("nan"), "lr_p": int(full["params"]), "s_p": None,
-                    "comp": "100.00%", "paper_lr": PAPER_FULL, "paper_sine": float("nan"), "winner": ""})
-    prov = provenance()
-    sweep = sorted((r for r in rows if r["method"] == "sine" and str(r["rank"]) == str(c.omega_sweep_rank)
-                    and r["mesh"] == mesh_name), key=lambda r: float(r["omega"]))
-    lines += [
-        f"# Occupancy field of `{mesh_name}`: low-rank vs sine low-rank (paper Tab. 6)",
-        "",
-        f"- command: `{prov['command']}`",
-        "- config: the `--config` file of the command (all resolved values in config.json, provenance.json)",
-        f"- dataset: `{mesh_name}` (Stanford 3D Scanning Repository), normalised to [-1, 1]^3 (margin {c.margin:g}); "
-        f"labels by +z ray parity on the watertight mesh",
-        f"- seed: {c.seed}; machine: {prov['machine']}; git sha: {prov['git_sha']}; date: {prov['date']}",
+    ws = sorted(stats)
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.errorbar(ws, [stats[w][0] for w in ws], yerr=[stats[w][1] for w in ws], fmt="o-", capsize=3,
+                label=f"sine low-rank k={k} (mean ± sd over seeds)")
+    for method, rank, color, ls, label in (("lowrank", k, "C1", "--", f"low-rank k={k}"), ("full", "full", "k", ":", "full rank")):
+        vals = list(_cell(rows, method, rank, None).values())
+        if vals:
+            ax.axhline(mean_std(vals)[0], color=color, ls=ls, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("omega")
+    ax.set_ylabel(f"IoU % ({res}^3 grid)")
+    ax.set_title(f"{mesh}: IoU vs omega")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _render_models(c: Config, sweep, rows: List[Dict[str, Any]], folder: Path, data) -> List[str]:
+    """renders_k1.png and the PLYs from the run folders of the first seed (kept as they are when absent)."""
+    import numpy as np
+
+    from sinelr.data.occupancy_viz import depth_render, unpack_grid
+
+    seed, k = min(c.seeds), c.ranks[0]
+    shown = [("full rank", {"method": "full", "rank": "full", "omega": None}),
+             (f"low-rank k={k}", {"method": "lowrank", "rank": k, "omega": None}),
+             (f"sine k={k}", {"method": "sine", "rank": k, "omega": c.omega})]
+    panels = [("ground truth", depth_render(data.grid), None)] if data is not None else []
+    for title, cell in shown:
+        run = sweep.run_folder({"mesh": data.name if data else "", **cell, "seed": seed})
+        row = next((r for r in rows if all(r[x] == v for x, v in cell.items()) and r["seed"] == seed), None)
+        if row is None or not (run / "pred.npz").is_file():
+            continue
+        with np.load(run / "pred.npz") as f:
+            panels.append((title, depth_render(unpack_grid(f["pred"], int(f["resolution"]))), row["iou"]))
+        if (run / "mesh.ply").is_file():
+            shutil.copyfile(run / "mesh.ply", folder / f"mesh_{cell['method']}_k{k}.ply")
+    if len(panels) < 2:
+        return []
+    _panel_figure(folder / "renders_k1.png", panels)
+    return ["## Renders (Fig. 6 analogue)", "", f"![renders](renders_k1.png) (seed {seed}; depth-shaded view of the "
+            f"predicted occupancy on the {c.eval_resolution}^3 grid; marching-cubes meshes at {c.mesh_resolution}^3 "
+            "in the PLY files)", ""]
+
+
+def _panel_figure(path: Path, panels) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.1), layout="constrained")
+    for ax, (title, img, score) in zip(list(getattr(axes, "flat", [axes])), panels):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title + ("" if score is None else f"\nIoU {100 * score:.1f}%"), fontsize=8)
+        ax.axis("off")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(c: Config, lrs: Dict[str, float], sweep, data, mesh_path: Optional[Path], rows: List[Dict[str, Any]],
+           folder: Path) -> None:
+    """summary.md, iou_vs_omega.png, renders_k1.png and PLYs of one mesh from all its rows."""
+    from sinelr.report import provenance_lines
+
+    mesh = folder.name[: -len(".staging")] if folder.name.endswith(".staging") else folder.name
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"# Occupancy field of `{mesh}`: low-rank vs sine low-rank (paper Tab. 6)", ""]
+    lines += [f"> {c.note}", ""] if c.note else []
+    lines += provenance_lines(folder) + [
+        "- config: config.json (the settings every row shares: settings.json)",
+        f"- dataset: `{mesh}` (file {mesh_path or 'not found at render time'}), normalised to "
+        f"[-1, 1]^3 (margin {c.margin:g})",
+        f"- seeds: {', '.join(map(str, seeds))}",
         f"- model: {c.hidden_layers} hidden layers of width {c.hidden_features}, Gaussian activation exp(-({c.scale:g} x)^2); "
-        f"only the {c.hidden_features}x{c.hidden_features} layer(s) are (sine) low-rank; sine omega={c.omega:g}, "
-        f"gain={'sqrt(width)' if c.gain is None else c.gain}",
-        f"- training: {c.steps} Adam steps, batch {c.batch_size}, lr {c.lr:g} (cosine, {c.warmup} warmup) on "
-        f"{c.n_uniform} uniform + {c.n_surface} near-surface points (sigma {', '.join(f'{s:g}' for s in c.surface_sigma)})",
+        f"only the {c.hidden_features}x{c.hidden_features} layer(s) are (sine) low-rank; gain "
+        f"{'sqrt(width)' if c.gain is None else c.gain}",
+        f"- training: {c.steps} Adam steps, batch {c.batch_size} (cosine, {c.warmup} warmup) on {c.n_uniform} uniform + "
+        f"{c.n_surface} near-surface points (sigma {', '.join(f'{s:g}' for s in c.surface_sigma)})",
         f"- reduced vs the paper: IoU on a {c.eval_resolution}^3 grid (paper 512^3), a Stanford mesh instead of the "
-        f"Thai statue, {c.steps} steps on {c.n_uniform + c.n_surface} sampled points (a CPU budget), one seed",
-        "",
-        markdown_table(tab, ["k", "lr", "sine", "paper_lr", "paper_sine", "lr_p", "s_p", "comp", "winner"],
-                       ["rank k", "low-rank IoU % (ours)", "sine IoU % (ours)", "low-rank (paper)", "sine (paper)",
-                        "params low-rank", "params sine", "params / full", "better here"], floatfmt=".1f"),
+        f"Thai statue, {c.steps} steps on {c.n_uniform + c.n_surface} sampled points (a CPU budget)",
         "",
     ]
-    claim_k = [k for k in c.ranks if int(k) in (1, 2, 5)]
-    verdict = []
-    for k in claim_k:
-        lr_row, s_row = get("lowrank", k), get("sine", k, f"{c.omega:g}")
-        if lr_row and s_row:
-            verdict.append((k, pct(s_row) > pct(lr_row), pct(s_row) - pct(lr_row)))
-    if verdict:
-        held = all(v for _, v, _ in verdict)
-        detail = ", ".join(f"k={k}: {d:+.1f} points" for k, _, d in verdict)
-        close = [str(k) for k, _, d in verdict if abs(d) < 1.0]
-        caveat = (f" Margins under 1 point (k={', '.join(close)}) are not conclusive with one seed "
-                  f"(seed {c.seed} only; rerun with other --seed values to settle them)." if close else "")
-        lines.append(f"Paper's claim (sine > low-rank at k=1, 2, 5): **{'held' if held else 'did not hold'}** "
-                     f"on this mesh (sine minus low-rank IoU: {detail}).{caveat}")
-        lines.append("")
-    if sweep:
-        lines += [f"## Omega sweep, sine low-rank k={c.omega_sweep_rank} (Fig. 8)", "",
-                  markdown_table([{"omega": r["omega"], "iou": pct(r)} for r in sweep], ["omega", "iou"],
-                                 ["omega", "IoU %"], floatfmt=".1f"), ""]
-        fig, ax = plt.subplots(figsize=(4.5, 3.2))
-        ax.plot([float(r["omega"]) for r in sweep], [pct(r) for r in sweep], "o-", label=f"sine low-rank k={c.omega_sweep_rank}")
-        lrk = get("lowrank", c.omega_sweep_rank)
-        if lrk:
-            ax.axhline(pct(lrk), color="C1", ls="--", label=f"low-rank k={c.omega_sweep_rank}")
-        if full:
-            ax.axhline(pct(full), color="k", ls=":", label="full rank")
-        ax.set_xscale("log")
-        ax.set_xlabel("omega")
-        ax.set_ylabel(f"IoU % ({c.eval_resolution}^3 grid)")
-        ax.set_title(f"{mesh_name}: IoU vs omega")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(outdir / "iou_vs_omega.png", dpi=110)
-        plt.close(fig)
-    if renders:
-        order = [n for n in ("ground truth", "full rank", f"low-rank k={c.ranks[0]}", f"sine k={c.ranks[0]}") if n in renders]
-        fig, axes = plt.subplots(1, len(order), figsize=(2.6 * len(order), 3.1), layout="constrained")
-        for ax, name in zip(list(getattr(axes, "flat", [axes])), order):
-            img, iou_value = renders[name]
-            ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(name + ("" if iou_value is None else f"\nIoU {100 * iou_value:.1f}%"), fontsize=8)
-            ax.axis("off")
-        fig.savefig(outdir / "renders_k1.png", dpi=110)
-        plt.close(fig)
-        lines += ["## Renders (Fig. 6 analogue)", "",
-                  "![renders](renders_k1.png) (depth-shaded view of the predicted occupancy on the "
-                  f"{c.eval_resolution}^3 grid; marching-cubes meshes at {c.mesh_resolution}^3 in the PLY files)", ""]
-    (outdir / "summary.md").write_text("\n".join(lines) + "\n")
+    lines += _protocol_lines(c, rows, lrs) + _table_lines(c, rows) + _omega_lines(c, rows, folder, mesh)
+    renders = _render_models(c, sweep, rows, folder, data)
+    if not renders and (folder / "renders_k1.png").is_file():  # predictions not on this machine: keep the old figure
+        renders = ["## Renders (Fig. 6 analogue)", "", "![renders](renders_k1.png) (drawn by the run that made these "
+                   "rows; its predictions are not in this machine's run folders)", ""]
+    lines += renders
+    (folder / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def _inputs(c: Config, render_only: bool) -> List[tuple]:
+    """(name, mesh path, data) per mesh, all read and checked before anything is written.
+
+    With render_only a mesh that cannot be found is allowed (the summary is re-rendered from its rows)."""
+    from sinelr.data.occupancy import prepare_occupancy
+
+    out = []
+    for entry in c.mesh:
+        try:
+            path = _resolve_mesh(entry, c.data_dir)
+        except FileNotFoundError:
+            if not render_only:
+                raise
+            out.append((Path(entry).stem, None, None))
+            continue
+        data = prepare_occupancy(path, c.eval_resolution, c.n_uniform, c.n_surface, c.surface_sigma, c.seeds[0],
+                                 c.cache_dir, c.margin)
+        out.append((data.name, path, data))
+    names = [n for n, _, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two meshes share a name (file stem) and would share an output folder: {names}")
+    return out
 
 
 def run(config: Config) -> Dict[str, Any]:
-    import numpy as np
     import torch
 
-    from ..convert import parameter_report
-    from ..data.occupancy import check_grid_memory, prepare_occupancy
-    from ..metrics import iou
-    from ..report import ResultsTable, write_run_header
-    from ..train import resolve_device
-    from ..config import config_to_dict
+    from sinelr.config import config_to_dict
+    from sinelr.data.occupancy import check_grid_memory
+    from sinelr.sweep import Sweep, SweepSpec
 
     c = config
-    _validate(c)
+    lrs = _validate(c)
     check_grid_memory(c.eval_resolution, "eval_resolution")
     check_grid_memory(c.mesh_resolution, "mesh_resolution", bytes_per_point=8)
-    device = resolve_device(c.device)
-    if device.type == "cpu" and os.environ.get("OMP_NUM_THREADS"):
+    if os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
-    # Everything that can fail on bad input happens before anything is written under output_dir.
-    paths = [_resolve_mesh(m, c.data_dir) for m in c.mesh]
-    datasets = [prepare_occupancy(p, c.eval_resolution, c.n_uniform, c.n_surface, c.surface_sigma, c.seed,
-                                  c.cache_dir, c.margin) for p in paths]
-    names = [d.name for d in datasets]
-    if len(set(names)) != len(names):
-        raise ValueError(f"two meshes share a name (file stem) and would share an output folder: {names}")
+    spec = SweepSpec("occupancy", COLUMNS, KEY, **SPEC_ARGS)
     results: Dict[str, Any] = {}
-    for data in datasets:
-        outdir = Path(c.output_dir) / data.name
-        write_run_header(outdir, config_to_dict(c), extra={"mesh_sha256": data.sha256, "mesh_path": str(data.path)})
-        table = ResultsTable(outdir / "summary.csv", COLUMNS, KEY)
-        renders: Dict[str, Any] = {"ground truth": (_depth_render(data.grid), None)}
-        k_render = c.ranks[0] if c.ranks else None
-        for job in _jobs(c, data.name):
-            key = {"mesh": data.name, **job, "seed": c.seed}
-            tag = {"full": "full rank", "lowrank": f"low-rank k={job['rank']}", "sine": f"sine k={job['rank']}"}[job["method"]]
-            wants_render = (job["method"] == "full" or (job["rank"] == k_render and
-                            (job["method"] == "lowrank" or job["omega"] == f"{c.omega:g}")))
-            ply = outdir / f"mesh_{job['method']}_k{job['rank']}.ply"
-            render_file = Path(c.run_dir) / data.name / f"pred_{job['method']}_k{job['rank']}_w{job['omega']}.npz"
-            done = table.has(**key)
-            need_pred = wants_render and not render_file.is_file()
-            need_ply = (wants_render and job["method"] != "full" and not ply.is_file()
-                        and not _no_surface(render_file))
-            if done and not need_pred and not need_ply:
-                if wants_render:
-                    renders[tag] = (_depth_render(_load_pred(render_file, c.eval_resolution)), float(table.get(**key)["iou"]))
-                continue
-            ckpt = Path(c.run_dir) / data.name / f"{job['method']}_k{job['rank']}_w{job['omega'] or 'na'}_seed{c.seed}"
-            model, res = _train(c, data, job, device, ckpt)  # a finished checkpoint is only reloaded
-            row = None
-            if done and not need_pred:
-                pred, score = _load_pred(render_file, c.eval_resolution), float(table.get(**key)["iou"])
-            else:
-                pred = _predict_grid(model, c.eval_resolution, c.eval_chunk, device)
-                score = iou(torch.from_numpy(pred), torch.from_numpy(data.grid))
-                rep = parameter_report(model)
-                row = {**key, "params": rep.total, "compression": rep.compression, "iou": score}
-                print(f"[occupancy] {data.name} {job['method']} k={job['rank']} omega={job['omega'] or '-'}: "
-                      f"IoU {100 * score:.2f}%  params {rep.total}  ({100 * rep.compression:.2f}% of dense)  "
-                      f"loss {res.final_loss:.4f}", flush=True)
-            if wants_render:
-                faces = None
-                if job["method"] != "full":
-                    logits = _predict_grid(model, c.mesh_resolution, c.eval_chunk, device, logits=True)
-                    faces = _marching_cubes_ply(logits, ply, c.ply_max_faces)
-                    if faces is None:
-                        print(f"[occupancy] {tag}: the prediction has no surface; no PLY written", flush=True)
-                render_file.parent.mkdir(parents=True, exist_ok=True)
-                np.savez_compressed(render_file, pred=np.packbits(pred.ravel()),
-                                    no_surface=np.array(job["method"] != "full" and faces is None))
-                renders[tag] = (_depth_render(pred), score)
-            if row is None:
-                continue
-            table.add(row)  # summary.csv is the resumable state; summary.md and plots follow per mesh
-        _write_outputs(c, outdir, table, data.name, renders)
-        results[data.name] = list(table.rows)
+    for name, path, data in _inputs(c, c.render_only):
+        holder: Dict[str, Any] = {}
+        sweep = Sweep(spec, config_to_dict(c), Path(c.output_dir) / name, Path(c.run_dir) / name,
+                      lambda rows, folder, d=data, p=path: render(c, lrs, holder["sweep"], d, p, rows, folder),
+                      extra={"mesh_sha256": data.sha256 if data else None})
+        holder["sweep"] = sweep
+        one = (lambda pt, f, s=sweep, p=path: run_one(c, lrs, p, pt, f, s.checkpoint_fingerprint(pt)))
+        results[name] = sweep.run(grid(c, name), one, render_only=c.render_only)
     return results
