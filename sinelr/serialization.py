@@ -340,6 +340,9 @@ def _expected_state(model: nn.Module, plan: List[_Step]) -> Tuple[Dict[str, torc
 def _check_state(model: nn.Module, plan: List[_Step], record: dict, weights: Dict[str, torch.Tensor]) -> None:
     expected, ties = _expected_state(model, plan)
     aliases = record["tied"]
+    dangling = sorted(a for a, c in aliases.items() if c not in weights)
+    if dangling:
+        raise ValueError(f"the record ties {_list(dangling)} to tensors that are not in the weights file; the record is damaged")
     recorded: Dict[str, set] = {}
     for alias, canonical in aliases.items():
         recorded.setdefault(canonical, {canonical}).add(alias)

@@ -538,3 +538,23 @@ def test_llama_from_config_with_tied_embeddings_round_trips(tmp_path):
         assert torch.equal(loaded(input_ids=ids).logits, before)
         merged = merge_and_unload(loaded)
         assert torch.equal(merged(input_ids=ids).logits, before)  # sine layers merge exactly
+
+
+def test_readme_example_runs_and_its_byte_counts_hold(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    i = next(j for j, b in enumerate(blocks) if "sinelr.save_pretrained(model" in b)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(blocks[i - 1], ns)  # builds and converts `model`
+    converted = ns["model"]
+    exec(blocks[i], ns)
+    assert ns["nbytes"] == (tmp_path / "sine_mlp" / WEIGHTS_NAME).stat().st_size
+    assert f"size: {ns['nbytes']} bytes" in blocks[i]
+    x = torch.randn(2, 64)
+    with torch.no_grad():
+        assert torch.equal(ns["dense"](x), converted.eval()(x))
+    assert f"{save_pretrained(ns['dense'], tmp_path / 'dense')} bytes (dense weights)" in blocks[i]
