@@ -2,6 +2,7 @@
 from .convert import ParameterReport, convert, parameter_report
 from .functional import sine_lowrank_linear, sine_lowrank_weight
 from .layers import DEFAULT_OMEGA, LowRankLinear, SineLowRankLinear
+from .serialization import from_pretrained, merge, merge_and_unload, save_pretrained
 
 __version__ = "0.1.0"
 __all__ = [
@@ -13,5 +14,9 @@ __all__ = [
     "convert",
     "parameter_report",
     "ParameterReport",
+    "save_pretrained",
+    "from_pretrained",
+    "merge_and_unload",
+    "merge",
     "__version__",
 ]
