@@ -270,6 +270,13 @@ def provenance_lines(folder: os.PathLike) -> List[str]:
         except json.JSONDecodeError:
             data = {}
         runs = data.get("runs") if isinstance(data.get("runs"), list) else ([data] if data.get("command") else [])
+    elif (Path(folder) / "runs.jsonl").is_file():  # the ViT recipe's older per-run log
+        seen: Dict[str, Mapping[str, Any]] = {}
+        for line in (Path(folder) / "runs.jsonl").read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                seen.setdefault(f"{rec.get('command')} {rec.get('git_sha')}", rec)
+        runs = list(seen.values())
     now = provenance()
     lines = [f"- rows computed by: `{r.get('command')}` (git sha {r.get('git_sha')}, {r.get('date')}, "
              f"{r.get('machine', 'machine not recorded')})" for r in runs]

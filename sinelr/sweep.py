@@ -27,7 +27,12 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from .report import ResultsConflictError, ResultsTable, provenance, write_json
 
 __all__ = ["SweepSpec", "Sweep", "fingerprint_of", "training_config", "publish_folder", "recover_folder",
-           "ResultsConflictError"]
+           "ResultsConflictError", "PointNotFinished"]
+
+
+class PointNotFinished(Exception):
+    """Raised by a recipe's run_one when a point stopped early on purpose (its checkpoint is kept):
+    the sweep records nothing for it and stops; a rerun resumes it."""
 
 Point = Dict[str, Any]
 Record = Dict[str, Any]
@@ -149,6 +154,7 @@ class Sweep:
     run_dir: Path
     render: Callable[[List[Record], Path], None]
     extra: Dict[str, Any] = field(default_factory=dict)
+    is_main: bool = True  # under DDP, other processes run the points but write nothing
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
@@ -160,7 +166,8 @@ class Sweep:
 
     # -- before anything is written -------------------------------------------------------------
     def table(self) -> ResultsTable:
-        recover_folder(self.output_dir)
+        if self.is_main:
+            recover_folder(self.output_dir)
         return ResultsTable(self.output_dir / "summary.csv", self.spec.columns, self.spec.key)
 
     def check_settings(self, table: ResultsTable) -> None:
@@ -203,6 +210,8 @@ class Sweep:
             if missing:
                 raise ValueError(f"{self.spec.name}: point {p} lacks key columns {missing}")
         table = self.table()
+        if render_only and not self.is_main:
+            return table.rows
         if render_only:
             if not table.rows:
                 raise FileNotFoundError(f"no summary.csv rows in {self.output_dir} to render")
@@ -218,14 +227,20 @@ class Sweep:
             return table.rows
         for point in todo:
             folder = self.run_folder(point)
-            folder.mkdir(parents=True, exist_ok=True)
-            write_json(folder / "config.json", {"config": _plain(self.config), "point": _plain(point),
-                                                "extra": _plain(self.extra)})
-            record = run_one(point, folder)
+            if self.is_main:
+                folder.mkdir(parents=True, exist_ok=True)
+                write_json(folder / "config.json", {"config": _plain(self.config), "point": _plain(point),
+                                                    "extra": _plain(self.extra)})
+            try:
+                record = run_one(point, folder)
+            except PointNotFinished as stop:
+                print(f"[{self.spec.name}] stopped before the end of {point}: {stop} (rerun to resume)", flush=True)
+                return table.rows
             typed = table.add({**{k: point[k] for k in self.spec.key}, **record}, save=False)
-            write_json(folder / "metrics.json", {"record": typed, "provenance": provenance()})
-            self._publish(table, [point])
-        if not todo:
+            if self.is_main:
+                write_json(folder / "metrics.json", {"record": typed, "provenance": provenance()})
+                self._publish(table, [point])
+        if not todo and self.is_main:
             self._publish(table, [])
         return table.rows
 

@@ -59,14 +59,26 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 
 def tiny_config(tmp_path: Path, data: Path, **kw):
-    from sinelr.recipes.vit_cifar100 import Config
+    from sinelr.cli import load_recipe
 
     base = dict(name="tiny", dataset="cifar100", data_dir=str(data), image_size=32, patch_size=8, embed_dim=32,
-                depth=2, num_heads=2, mlp_dim=64, method="sine", rank=2, omega=30.0, epochs=1.5, batch_size=16,
+                depth=2, num_heads=2, mlp_dim=64, methods=["sine"], ranks=[2], omega=30.0, epochs=1.5, batch_size=16,
                 lr=3e-3, warmup_epochs=0.25, device="cpu", output_dir=str(tmp_path / "results"),
-                checkpoint_dir=str(tmp_path / "runs"), checkpoint_every=2, eval_batch_size=64)
+                run_dir=str(tmp_path / "runs"), checkpoint_every=2, eval_batch_size=64)
     base.update(kw)
-    return Config(**base)
+    return load_recipe("vit").Config(**base)
+
+
+def vit_run(config):
+    from sinelr.cli import load_recipe
+
+    return load_recipe("vit").run(config)
+
+
+def only_run_folder(root: Path) -> Path:
+    folders = [p for p in Path(root).iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]
 
 
 def load_params(ckpt: Path):
@@ -226,52 +238,57 @@ def test_linear_layer_argument_matches_convert():
 
 # ------------------------------------------------------------------------------------------ recipe
 def test_exact_resume_gives_identical_parameters(tmp_path):
-    from sinelr.recipes.vit_cifar100 import run, run_id
-
     data = write_cifar100(tmp_path / "data")  # 64 images, batch 16: 4 steps/epoch, 6 steps cross an epoch
-    straight = tiny_config(tmp_path / "a", data)
-    out = run(straight)
-    assert out["steps"] == 6 and 0 <= out["top1"] <= 100
-    split = tiny_config(tmp_path / "b", data, stop_after_steps=3)
-    half = run(split)
-    assert half.get("stopped_early") and "top1" not in half
+    straight = vit_run(tiny_config(tmp_path / "a", data))
+    assert len(straight) == 1 and 0 <= straight[0]["top1"] <= 100 and straight[0]["eval_split"] == "test"
+    half = vit_run(tiny_config(tmp_path / "b", data, stop_after_steps=3))
+    assert half == []
     assert not (tmp_path / "b" / "results").exists()  # nothing recorded for an interrupted run
-    resumed = run(tiny_config(tmp_path / "b", data))
-    ck = Path(tmp_path / "a" / "runs" / "tiny" / run_id(straight))
-    a, b = load_params(ck), load_params(Path(resumed["checkpoint"]))
+    resumed = vit_run(tiny_config(tmp_path / "b", data))
+    a = load_params(only_run_folder(tmp_path / "a" / "runs") / "checkpoint")
+    b = load_params(only_run_folder(tmp_path / "b" / "runs") / "checkpoint")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed["top1"] == out["top1"]
-    csv_text = (tmp_path / "b" / "results" / "tiny" / "summary.csv").read_text()
-    assert csv_text.splitlines()[0] == "config,dataset,method,rank,omega,params,compression,top1,train_loss,epochs,seed"
-    summary = (tmp_path / "b" / "results" / "tiny" / "summary.md").read_text()
-    assert "61.19" in summary and (tmp_path / "b" / "results" / "tiny" / "accuracy_vs_params.png").is_file()
+    assert resumed[0]["top1"] == straight[0]["top1"]
+    csv_text = (tmp_path / "b" / "results" / "summary.csv").read_text()
+    assert csv_text.splitlines()[0] == ("config,dataset,method,rank,omega,seed,params,compression,top1,train_loss,"
+                                        "epochs,eval_split")
+    summary = (tmp_path / "b" / "results" / "summary.md").read_text()
+    assert "61.19" in summary and (tmp_path / "b" / "results" / "accuracy_vs_params.png").is_file()
 
 
-def test_checkpoint_of_another_config_is_refused_and_kept(tmp_path):
-    from sinelr.recipes.vit_cifar100 import run
-
+def test_a_changed_setting_never_resumes_a_foreign_checkpoint(tmp_path):
     data = write_cifar100(tmp_path / "data")
-    out = run(tiny_config(tmp_path, data, method="lowrank", stop_after_steps=2))
-    ckpt = Path(out["checkpoint"])
+    vit_run(tiny_config(tmp_path, data, methods=["lowrank"], stop_after_steps=2))
+    ckpt = only_run_folder(tmp_path / "runs") / "checkpoint"
     before = (ckpt / "model.safetensors").read_bytes()
-    with pytest.raises(CheckpointMismatchError, match="another config"):
-        run(tiny_config(tmp_path, data, method="lowrank", lr=1e-2))
+    vit_run(tiny_config(tmp_path, data, methods=["lowrank"], lr=1e-2, stop_after_steps=2))
+    folders = sorted(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    assert len(folders) == 2  # the new lr trained in its own run folder
     assert (ckpt / "model.safetensors").read_bytes() == before
+
+
+def test_val_split_reports_on_held_out_training_images_and_seeds_pair(tmp_path):
+    data = write_cifar100(tmp_path / "data")
+    rows = vit_run(tiny_config(tmp_path, data, methods=["lowrank", "sine"], ranks=[1], seeds=[0, 1], val_split=16,
+                               epochs=1.0))
+    assert {r["eval_split"] for r in rows} == {"val"} and len(rows) == 4
+    summary = (tmp_path / "results" / "summary.md").read_text()
+    assert "**val** split" in summary and "paired seeds" in summary and "| 1 | 2 |" in summary
 
 
 def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     from sinelr.cli import main
 
     base = ["vit", "--dataset", "fashion_mnist", "--device", "cpu", "--image-size", "28",
-            "--output-dir", str(tmp_path / "r"), "--checkpoint-dir", str(tmp_path / "c")]
+            "--output-dir", str(tmp_path / "r"), "--run-dir", str(tmp_path / "c")]
     assert main(base + ["--data-dir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "apt-get install dataset-fashion-mnist" in err and "t10k" in err or "train-images" in err
-    assert main(base + ["--method", "dense"]) == 2
-    assert "method must be one of" in capsys.readouterr().err
+    assert main(base + ["--methods", "dense"]) == 2
+    assert "methods must be a non-empty subset" in capsys.readouterr().err
     data = write_cifar100(tmp_path / "d")
     assert main(["vit", "--dataset", "cifar100", "--data-dir", str(data), "--image-size", "28", "--device", "cpu",
-                 "--output-dir", str(tmp_path / "r"), "--checkpoint-dir", str(tmp_path / "c")]) == 2
+                 "--output-dir", str(tmp_path / "r"), "--run-dir", str(tmp_path / "c")]) == 2
     assert "image_size: 32" in capsys.readouterr().err
     assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
 
@@ -284,29 +301,25 @@ def _free_port() -> int:
 
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
     """2 CPU processes (gloo, via torchrun + accelerate) vs one process: same parameters."""
-    from sinelr.recipes.vit_cifar100 import run
-
     data = write_cifar100(tmp_path / "data")
     # 4 of 8 steps: stopping early skips the evaluation and plots, which this test does not need
-    common = dict(method="sine", rank=2, epochs=2.0, stop_after_steps=4, checkpoint_every=0)
-    cfg1 = tiny_config(tmp_path / "one", data, **common)
-    single = run(cfg1)
+    common = dict(methods=["sine"], ranks=[2], epochs=2.0, stop_after_steps=4, checkpoint_every=0)
+    vit_run(tiny_config(tmp_path / "one", data, **common))
     args = []
     for k, v in vars(tiny_config(tmp_path / "two", data, **common)).items():
-        if v is not None and k != "reduced":
-            args += ["--" + k.replace("_", "-"), str(v)]
+        if v is None or k == "reduced" or v == [] or v == "":
+            continue
+        args += ["--" + k.replace("_", "-")] + ([str(x) for x in v] if isinstance(v, list) else [str(v)])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SINELR_NO_PROGRESS": "1",
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "sinelr.cli", "vit", *args]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    import json
-
-    result = json.loads(next((tmp_path / "two" / "runs" / "tiny").glob("*.result.json")).read_text())
-    assert len(result["param_digests"]) == 2 and len(set(result["param_digests"])) == 1  # identical on both ranks
-    a = load_params(Path(single["checkpoint"]))
-    b = load_params(Path(result["checkpoint"]) if Path(result["checkpoint"]).is_absolute()
-                    else tmp_path / result["checkpoint"])
+    two = only_run_folder(tmp_path / "two" / "runs")
+    digests = (two / "param_digests.txt").read_text().split()
+    assert len(digests) == 2 and len(set(digests)) == 1  # identical on both ranks
+    a = load_params(only_run_folder(tmp_path / "one" / "runs") / "checkpoint")
+    b = load_params(two / "checkpoint")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")

@@ -1,39 +1,41 @@
 """ViT trained from scratch with dense, low-rank or sine low-rank MLPs (paper Tabs. 1, 2, 5).
 
-`sinelr vit --config configs/vit_s_cifar100.yaml --method sine --rank 10` trains one model, evaluates
-top-1 on the test set and adds a row to results/vit/<name>/summary.csv, then rewrites summary.md
-and the accuracy-vs-parameters plot from all rows. Data: CIFAR-100 (python format), Fashion-MNIST
-(IDX) or an image folder. Runs unchanged on one CPU / GPU or under `accelerate launch` / `torchrun`
-(DDP through accelerate; each rank takes its shard of the global batch). Checkpoints (safetensors)
-resume exactly: the batch and augmentation of every step are functions of (seed, epoch, step).
+`sinelr vit --config configs/vit_fashion_mnist_cpu.yaml --methods full lowrank sine --ranks 1 5 --seeds 0 1 2`
+trains every (method, rank, omega, seed) point of the grid, evaluates top-1 on the test set (or on a
+validation split carved out of the training images with `--val-split N`, for tuning), and renders
+summary.md (Tab. 2 layout, the paper's numbers beside ours, paired per-seed verdicts) and the
+accuracy-vs-parameters plot with error bars. Data: CIFAR-100 (python format), Fashion-MNIST (IDX) or
+an image folder. Runs unchanged on one CPU / GPU or under `accelerate launch` / `torchrun` (DDP through
+accelerate; each rank takes its shard of the global batch). Checkpoints resume exactly: the batch and
+augmentation of every step are functions of (seed, epoch, step).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-__all__ = ["Config", "run", "PAPER_TOP1", "PAPER_FULL_TOP1", "PAPER_OMEGA_K1"]
+from sinelr.config import parse_assignments
 
 # Paper, Tab. 2: CIFAR-100, ViT-S trained from scratch, top-1 (%) of low-rank / sine low-rank MLPs.
 PAPER_TOP1 = {1: (54.50, 58.14), 5: (56.04, 59.52), 10: (56.98, 61.19), 30: (58.69, 67.15), 60: (62.07, 67.71)}
 PAPER_FULL_TOP1 = 65.99
 PAPER_OMEGA_K1 = (500, 58.1)  # Tab. 5: the omega sweep at k=1 (100..700) peaks at omega=500
 
-COLUMNS = ["config", "dataset", "method", "rank", "omega", "params", "compression", "top1", "train_loss", "epochs", "seed"]
+COLUMNS: Dict[str, Any] = {"config": str, "dataset": str, "method": str, "rank": int, "omega": float, "seed": int,
+                           "params": int, "compression": float, "top1": float, "train_loss": float,
+                           "epochs": float, "eval_split": str}
+KEY = ["config", "method", "rank", "omega", "seed"]
 METHODS = ("full", "lowrank", "sine")
-# Config keys that do not change the trained weights (excluded from the checkpoint fingerprint).
-_NOT_IN_FINGERPRINT = {"name", "output_dir", "checkpoint_dir", "checkpoint_every", "stop_after_steps", "device",
-                       "eval_batch_size", "reduced", "test_subset"}
+SENSITIVITY_MARGIN = 3.0  # EVIDENCE.md: dense must beat low-rank at the smallest rank by 3 points
 
 
 @dataclass
 class Config:
-    name: str = field(default="vit_s_cifar100", metadata={"help": "run name: results go to <output_dir>/<name>/"})
+    name: str = field(default="vit_s_cifar100", metadata={"help": "config name: the `config` column of every row"})
     dataset: str = field(default="cifar100", metadata={"help": "cifar100 | fashion_mnist | image_folder"})
     data_dir: Optional[str] = field(default=None, metadata={
         "help": "dataset folder (cifar-100-python or its parent; Fashion-MNIST IDX files, default "
@@ -41,9 +43,15 @@ class Config:
     image_size: int = field(default=32, metadata={"help": "input size (image folders are resized to it)"})
     train_subset: int = field(default=0, metadata={"help": "train on a fixed random subset of this many images (0: all)"})
     test_subset: int = field(default=0, metadata={"help": "evaluate on a fixed random subset (0: the whole test set)"})
-    method: str = field(default="sine", metadata={"help": "full | lowrank | sine (the MLP layers of every block)"})
-    rank: int = field(default=10, metadata={"help": "rank k of the MLP factors (ignored for full)"})
+    val_split: int = field(default=0, metadata={
+        "help": "hold out this many training images (fixed, seed-independent) and report top-1 on them instead of "
+                "the test set: for tuning (0: off)"})
+    methods: List[str] = field(default_factory=lambda: ["sine"], metadata={"help": "full | lowrank | sine (MLP layers of every block)"})
+    ranks: List[int] = field(default_factory=lambda: [10], metadata={"help": "ranks k of the MLP factors"})
     omega: float = field(default=500.0, metadata={"help": "sine frequency (Tab. 5: best 500 at k=1 on CIFAR-100)"})
+    omegas: List[float] = field(default_factory=list, metadata={"help": "omega sweep of the sine model at omega_sweep_rank"})
+    omega_sweep_rank: int = field(default=1, metadata={"help": "rank of the omega sweep"})
+    seeds: List[int] = field(default_factory=lambda: [0], metadata={"help": "seeds of init, batch order and augmentation"})
     patch_size: int = field(default=4, metadata={"help": "patch size (ViT-S on 32x32: 4)"})
     embed_dim: int = field(default=384, metadata={"help": "token width (ViT-S 384, ViT-B 768)"})
     depth: int = field(default=12, metadata={"help": "number of blocks"})
@@ -51,65 +59,110 @@ class Config:
     mlp_dim: int = field(default=1536, metadata={"help": "MLP hidden width (ViT-S 1536, ViT-B 3072)"})
     epochs: float = field(default=200.0, metadata={"help": "training epochs (may be fractional)"})
     batch_size: int = field(default=256, metadata={"help": "global batch size (split across processes)"})
-    lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate"})
+    lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate of methods not in method_lr"})
+    method_lr: List[str] = field(default_factory=list, metadata={"help": "per-method learning rates as method=value items"})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
     warmup_epochs: float = field(default=10.0, metadata={"help": "linear warmup, then cosine decay to 0"})
     label_smoothing: float = field(default=0.1, metadata={"help": "cross-entropy label smoothing"})
     crop_padding: int = field(default=4, metadata={"help": "random crop from the zero-padded image (0: off)"})
     hflip: bool = field(default=True, metadata={"help": "random horizontal flip (p = 0.5)"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping (0: off)"})
-    amp: bool = field(default=True, metadata={"help": "bf16 mixed precision on GPU (ignored on CPU)"})
+    mixed_precision: str = field(default="bf16", metadata={"help": "no | bf16 (used on GPU only; CPU runs in fp32)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    seed: int = field(default=0, metadata={"help": "seed of init, batch order and augmentation"})
-    eval_batch_size: int = field(default=1000, metadata={"help": "batch size for the test-set evaluation"})
-    output_dir: str = field(default="results/vit", metadata={"help": "results go to <output_dir>/<name>/"})
-    checkpoint_dir: str = field(default="runs/vit", metadata={"help": "checkpoints go to <checkpoint_dir>/<name>/<run>/"})
+    eval_batch_size: int = field(default=1000, metadata={"help": "batch size for the evaluation"})
+    output_dir: str = field(default="results/vit/vit_s_cifar100", metadata={"help": "results folder"})
+    run_dir: str = field(default="runs/vit/vit_s_cifar100", metadata={"help": "run folders with checkpoints (git-ignored)"})
     checkpoint_every: int = field(default=500, metadata={"help": "save a checkpoint every N steps (and at the end)"})
     stop_after_steps: int = field(default=0, metadata={
         "help": "stop (with a checkpoint) after this many steps, as if interrupted; rerun to resume (0: off)"})
     reduced: str = field(default="", metadata={"help": "what this config reduces against the paper (for summary.md)"})
+    render_only: bool = field(default=False, metadata={"help": "train nothing: re-render summary.md and the plot"})
+    note: str = field(default="", metadata={"help": "a line printed at the top of summary.md"})
+    protocol: List[str] = field(default_factory=list, metadata={
+        "help": "protocol facts measured elsewhere (doubling check, LR grid), one line each, shown at the top"})
 
 
-def _validate(c: Config) -> None:
-    from ..data.images import IMAGE_DATASETS
+SPEC_ARGS = dict(
+    grid_keys=("methods", "ranks", "omegas", "omega_sweep_rank", "seeds", "render_only", "note", "protocol", "reduced",
+               "stop_after_steps", "name"),
+    not_in_results=("output_dir", "run_dir", "device", "checkpoint_every", "eval_batch_size", "data_dir"),
+    not_in_training=("test_subset",),
+)
 
-    if c.method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {c.method!r}")
+
+def _validate(c: Config) -> Dict[str, float]:
+    from sinelr.data.images import IMAGE_DATASETS
+    from sinelr.functional import check_omega
+
+    if not c.methods or any(m not in METHODS for m in c.methods):
+        raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {c.methods}")
     if c.dataset not in IMAGE_DATASETS:
         raise ValueError(f"dataset must be one of {list(IMAGE_DATASETS)}, got {c.dataset!r}")
     for name in ("batch_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_dim", "eval_batch_size", "image_size"):
         if getattr(c, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
-    if c.method != "full" and c.rank < 1:
-        raise ValueError(f"rank must be >= 1, got {c.rank}")
+    if any(k < 1 or k > min(c.embed_dim, c.mlp_dim) for k in list(c.ranks) + [c.omega_sweep_rank]) or not c.seeds:
+        raise ValueError(f"ranks must be in [1, min(embed_dim, mlp_dim)={min(c.embed_dim, c.mlp_dim)}] and seeds "
+                         f"non-empty, got ranks={c.ranks}, omega_sweep_rank={c.omega_sweep_rank}, seeds={c.seeds}")
     if not c.epochs > 0:
         raise ValueError(f"epochs must be > 0, got {c.epochs}")
     if c.lr <= 0 or c.weight_decay < 0 or c.warmup_epochs < 0 or not 0 <= c.label_smoothing < 1:
         raise ValueError(f"need lr > 0, weight_decay >= 0, warmup_epochs >= 0, 0 <= label_smoothing < 1; got "
                          f"{c.lr}, {c.weight_decay}, {c.warmup_epochs}, {c.label_smoothing}")
-    if c.method == "sine" and not (math.isfinite(c.omega) and c.omega > 0):
-        raise ValueError(f"omega must be a finite number > 0, got {c.omega}")
-    if c.crop_padding < 0 or c.stop_after_steps < 0 or c.checkpoint_every < 0:
-        raise ValueError("crop_padding, stop_after_steps and checkpoint_every must be >= 0")
+    for w in [c.omega] + list(c.omegas):
+        check_omega(w)
+    if c.crop_padding < 0 or c.stop_after_steps < 0 or c.checkpoint_every < 0 or c.val_split < 0:
+        raise ValueError("crop_padding, stop_after_steps, checkpoint_every and val_split must be >= 0")
+    if c.mixed_precision not in ("no", "bf16"):
+        raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {c.mixed_precision!r}")
+    lrs = parse_assignments("method_lr", c.method_lr, METHODS)
+    return {m: lrs.get(m, c.lr) for m in METHODS}
 
 
-def build_model(c: Config, in_chans: int, num_classes: int):
-    """The dense ViT of the config, with its MLP layers converted for method lowrank / sine."""
-    from ..convert import convert
-    from ..models.vit import MLP_TARGETS, VisionTransformer
-
-    model = VisionTransformer(img_size=c.image_size, patch_size=c.patch_size, in_chans=in_chans,
-                              num_classes=num_classes, embed_dim=c.embed_dim, depth=c.depth,
-                              num_heads=c.num_heads, mlp_dim=c.mlp_dim)
-    if c.method != "full":
-        convert(model, MLP_TARGETS, c.rank, kind=c.method, omega=c.omega, init="fresh")
-    return model
+def grid(c: Config) -> List[Dict[str, Any]]:
+    cells = [("full", None, None)] * ("full" in c.methods)
+    cells += [(m, k, c.omega if m == "sine" else None) for k in c.ranks for m in ("lowrank", "sine") if m in c.methods]
+    if c.omegas and "sine" in c.methods:
+        cells += [("sine", c.omega_sweep_rank, float(w)) for w in c.omegas
+                  if ("sine", c.omega_sweep_rank, float(w)) not in cells]
+    return [{"config": c.name, "method": m, "rank": k, "omega": w, "seed": s} for s in c.seeds for m, k, w in cells]
 
 
-def run_id(c: Config) -> str:
-    if c.method == "full":
-        return f"full-s{c.seed}"
-    return f"{c.method}-k{c.rank}" + (f"-w{c.omega:g}" if c.method == "sine" else "") + f"-s{c.seed}"
+def build_model(c: Config, point: Dict[str, Any], in_chans: int, num_classes: int):
+    """The ViT with the MLP layers of the point's kind, injected (timm's `linear_layer=` style)."""
+    from sinelr.kinds import linear_factory
+    from sinelr.models.vit import VisionTransformer
+
+    factory = linear_factory(point["method"], point["rank"], omega=point["omega"] or c.omega)
+    return VisionTransformer(img_size=c.image_size, patch_size=c.patch_size, in_chans=in_chans,
+                             num_classes=num_classes, embed_dim=c.embed_dim, depth=c.depth, num_heads=c.num_heads,
+                             mlp_dim=c.mlp_dim, linear_layer=factory)
+
+
+def load_data(c: Config):
+    """(train, eval set, eval split name): the eval set is the test set, or the held-out val_split images."""
+    from sinelr.data.images import load_image_dataset
+
+    train, test = load_image_dataset(c.dataset, c.data_dir, c.image_size, 3)
+    if train.size != c.image_size:
+        raise ValueError(f"{c.dataset} images are {train.size}x{train.size} but image_size is {c.image_size}; "
+                         f"set image_size: {train.size}")
+    if c.val_split:
+        if c.val_split >= len(train):
+            raise ValueError(f"val_split={c.val_split} leaves no training images (the training set has {len(train)})")
+        return _split(train, c.val_split, seed=3000) + ("val",)
+    return train, test.subset(c.test_subset, seed=2000), "test"
+
+
+def _split(data, n: int, seed: int):
+    """(rest, held out): a fixed random `n` examples held out of `data` (the same for every run seed)."""
+    import torch
+
+    from sinelr.data.images import ImageDataset
+
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    parts = [perm[n:].sort().values, perm[:n].sort().values]
+    return tuple(ImageDataset(data.images[i], data.labels[i], data.classes, data.name, data.mean, data.std) for i in parts)
 
 
 def _params_digest(model) -> str:
@@ -123,8 +176,8 @@ def _params_digest(model) -> str:
 def _evaluate(model, data, c: Config, device, amp_dtype) -> float:
     import torch
 
-    from ..data.images import normalize
-    from ..metrics import accuracy
+    from sinelr.data.images import normalize
+    from sinelr.metrics import accuracy
 
     model.eval()
     preds: List[int] = []
@@ -137,263 +190,248 @@ def _evaluate(model, data, c: Config, device, amp_dtype) -> float:
     return 100.0 * accuracy(preds, data.labels.tolist())
 
 
-def run(config: Config) -> Dict[str, Any]:
+def _optimizer(model, lr: float, weight_decay: float):
+    import torch
+
+    def decays(n: str, p) -> bool:
+        return p.ndim >= 2 and "pos_embed" not in n and "cls_token" not in n
+
+    decay = [p for n, p in model.named_parameters() if decays(n, p)]
+    no_decay = [p for n, p in model.named_parameters() if not decays(n, p)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+def _batch_fn(c: Config, train, seed: int, steps_per_epoch: int, accelerator):
+    """step -> (x, y) of this process's shard of the global batch; a function of (seed, step) only."""
+    import torch
+
+    from sinelr.data.images import normalize, random_crop_flip
+
+    world, rank_ = accelerator.num_processes, accelerator.process_index
+    shard, perm = c.batch_size // world, {}
+
+    def batch(step: int):
+        epoch, i = divmod(step, steps_per_epoch)
+        if epoch not in perm:  # the order of epoch e depends on (seed, e) only
+            perm.clear()
+            perm[epoch] = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        idx = perm[epoch][i * c.batch_size:(i + 1) * c.batch_size]
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + 7_919 * (step + 1))
+        images = random_crop_flip(train.images[idx], c.crop_padding, c.hflip, gen)  # the global batch
+        lo, hi = rank_ * shard, (rank_ + 1) * shard
+        dev = accelerator.device
+        return normalize(images[lo:hi].to(dev), train.mean, train.std), train.labels[idx[lo:hi]].to(dev)
+
+    return batch
+
+
+def run_one(c: Config, lrs: Dict[str, float], data, accelerator, point: Dict[str, Any], folder: Path,
+            fingerprint: str) -> Dict[str, Any]:
+    """Train and evaluate one ViT; raises PointNotFinished when stop_after_steps cuts it short."""
     import torch
     import torch.nn.functional as F
-    from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    from ..config import config_to_dict
-    from ..convert import parameter_report
-    from ..data.images import load_image_dataset, normalize, random_crop_flip
-    from ..report import ResultsTable, provenance, write_json
-    from ..train import cosine_with_warmup, fingerprint, resolve_device, seed_everything, train_loop
+    from sinelr.convert import parameter_report
+    from sinelr.sweep import PointNotFinished
+    from sinelr.train import cosine_with_warmup, seed_everything, train_loop
 
-    c = config
-    _validate(c)
-    device = resolve_device(c.device)
-    use_amp = c.amp and device.type == "cuda"
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if use_amp else "no")
-    world = accelerator.num_processes
-    if c.batch_size % world:
-        raise ValueError(f"batch_size {c.batch_size} must be divisible by the number of processes ({world})")
-
-    train, test = load_image_dataset(c.dataset, c.data_dir, c.image_size, 3)
-    if train.size != c.image_size:
-        raise ValueError(f"{c.dataset} images are {train.size}x{train.size} but image_size is {c.image_size}; "
-                         f"set image_size: {train.size}")
-    train = train.subset(c.train_subset, seed=1000 + c.seed)
-    test = test.subset(c.test_subset, seed=2000 + c.seed)
+    train, held_out, split = data
+    train = train.subset(c.train_subset, seed=1000 + point["seed"])  # a fixed subset per seed (paired across methods)
     steps_per_epoch = len(train) // c.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"the training set ({len(train)} images) is smaller than one batch ({c.batch_size})")
-    total_steps = max(1, round(c.epochs * steps_per_epoch))
-    warmup = round(c.warmup_epochs * steps_per_epoch)
-
-    seed_everything(c.seed)
-    model = build_model(c, train.channels, train.num_classes)
+    total = max(1, round(c.epochs * steps_per_epoch))
+    seed_everything(point["seed"])
+    model = build_model(c, point, train.channels, train.num_classes)
     report = parameter_report(model)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_embed" not in n and "cls_token" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n and "cls_token" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=c.lr)
-    # The scheduler is not passed through accelerator.prepare: it steps once per optimisation step.
-    scheduler = cosine_with_warmup(optimizer, warmup, total_steps)
+    optimizer = _optimizer(model, lrs[point["method"]], c.weight_decay)
+    scheduler = cosine_with_warmup(optimizer, round(c.warmup_epochs * steps_per_epoch), total)  # steps per step
     model, optimizer = accelerator.prepare(model, optimizer)
-    dev = accelerator.device
-
-    cfg = config_to_dict(c)
-    fp = fingerprint({k: v for k, v in cfg.items() if k not in _NOT_IN_FINGERPRINT})
-    ckpt_dir = Path(c.checkpoint_dir) / c.name / run_id(c)
-    shard = c.batch_size // world
-    rank_ = accelerator.process_index
-    perm_cache: Dict[int, torch.Tensor] = {}
-    global_losses: List[float] = []
+    batch, losses = _batch_fn(c, train, point["seed"], steps_per_epoch, accelerator), []
 
     def step_fn(step: int) -> torch.Tensor:
-        epoch, i = divmod(step, steps_per_epoch)
-        if epoch not in perm_cache:  # the order of epoch e depends on (seed, e) only
-            perm_cache.clear()
-            perm_cache[epoch] = torch.randperm(len(train), generator=torch.Generator().manual_seed(
-                c.seed * 1_000_003 + epoch))
-        idx = perm_cache[epoch][i * c.batch_size:(i + 1) * c.batch_size]
-        gen = torch.Generator().manual_seed(c.seed * 1_000_003 + 7_919 * (step + 1))
-        images = random_crop_flip(train.images[idx], c.crop_padding, c.hflip, gen)  # the global batch
-        lo, hi = rank_ * shard, (rank_ + 1) * shard  # this process's shard of it
-        x = normalize(images[lo:hi].to(dev), train.mean, train.std)
-        y = train.labels[idx[lo:hi]].to(dev)
+        x, y = batch(step)
         loss = F.cross_entropy(model(x).float(), y, label_smoothing=c.label_smoothing)
-        # the loss of the whole global batch (mean over ranks; the same value on one process)
-        global_losses.append(float(accelerator.reduce(loss.detach(), reduction="mean")) if world > 1 else float(loss.detach()))
+        losses.append(float(accelerator.reduce(loss.detach(), reduction="mean")) if accelerator.num_processes > 1
+                      else float(loss.detach()))  # the loss of the whole global batch
         return loss
 
-    limit = total_steps if not c.stop_after_steps else min(total_steps, c.stop_after_steps)
+    limit = min(total, c.stop_after_steps) if c.stop_after_steps else total
+    tag = f"{point['method']} k={point['rank']} w={point['omega']} seed {point['seed']}"
     if accelerator.is_main_process:
-        print(f"sinelr vit: {c.name} {run_id(c)}: {c.dataset} {len(train)} train / {len(test)} test images, "
-              f"{total_steps} steps of global batch {c.batch_size} on {world} process(es), {report}", file=sys.stderr)
-    result = train_loop(model, optimizer, step_fn, limit, scheduler=scheduler, checkpoint_dir=ckpt_dir,
-                        checkpoint_every=c.checkpoint_every, config_fingerprint=fp, accelerator=accelerator,
-                        grad_clip=c.grad_clip or None, desc=f"vit {run_id(c)}")
+        print(f"sinelr vit: {c.name} {tag}: {len(train)} train / {len(held_out)} {split} images, {total} steps of "
+              f"global batch {c.batch_size} on {accelerator.num_processes} process(es), {report}", file=sys.stderr)
+    result = train_loop(model, optimizer, step_fn, limit, scheduler=scheduler, checkpoint_dir=folder / "checkpoint",
+                        checkpoint_every=c.checkpoint_every, config_fingerprint=fingerprint, accelerator=accelerator,
+                        grad_clip=c.grad_clip or None, desc=f"vit {tag}")
     accelerator.wait_for_everyone()
-    if global_losses:  # mean over the last 50 steps of the global-batch loss (train_loop's is rank-local)
-        result.final_loss = sum(global_losses[-50:]) / len(global_losses[-50:])
     net = accelerator.unwrap_model(model)
     digests = gather_object([_params_digest(net)])
-    out: Dict[str, Any] = {"run": run_id(c), "steps": limit, "total_steps": total_steps, "param_digests": digests,
-                           "train_loss": result.final_loss, "params": report.total, "compression": report.compression,
-                           "checkpoint": str(ckpt_dir)}
     if len(set(digests)) != 1:
-        raise RuntimeError(f"parameters differ across the {world} processes after training: {digests}")
-    if limit < total_steps:
-        out["stopped_early"] = True
-        if accelerator.is_main_process:
-            write_json(ckpt_dir.parent / f"{run_id(c)}.result.json", out)
-        return out
-    if not accelerator.is_main_process:
-        return out
-    top1 = _evaluate(net, test, c, dev, torch.bfloat16 if use_amp else None)
-    out["top1"] = top1
-    outdir = Path(c.output_dir) / c.name
-    table = ResultsTable(outdir / "summary.csv", COLUMNS, key=["config", "method", "rank", "omega", "seed"])
-    sparse = c.method != "full"
-    table.add({"config": c.name, "dataset": c.dataset, "method": c.method, "rank": c.rank if sparse else "",
-               "omega": c.omega if c.method == "sine" else "", "params": report.total,
-               "compression": report.compression, "top1": top1, "train_loss": result.final_loss,
-               "epochs": c.epochs, "seed": c.seed})
-    record = {**provenance(), "run": run_id(c), "processes": world, "seconds": result.seconds,
-              "resumed_from": result.resumed_from, "top1": top1, "train_loss": result.final_loss,
-              "train_images": len(train), "test_images": len(test), "steps": total_steps,
-              "augmentation": {"random_crop_padding": c.crop_padding, "hflip": c.hflip},
-              "param_digests": digests, "config": cfg}
-    runs = outdir / "runs.jsonl"
-    lines = [ln for ln in (runs.read_text().splitlines() if runs.is_file() else []) if json.loads(ln)["run"] != run_id(c)]
-    runs.write_text("\n".join(lines + [json.dumps(record, sort_keys=True)]) + "\n")
-    write_json(ckpt_dir.parent / f"{run_id(c)}.result.json", out)
-    write_summary(outdir, c)
-    print(f"sinelr vit: {run_id(c)}: top-1 {top1:.2f}%, train loss {result.final_loss:.4f}, "
-          f"params {report.total:,} ({100 * report.compression:.2f}% of dense)", file=sys.stderr)
-    return out
+        raise RuntimeError(f"parameters differ across the {accelerator.num_processes} processes after training: {digests}")
+    (folder / "param_digests.txt").write_text("\n".join(digests) + "\n") if accelerator.is_main_process else None
+    if limit < total:
+        raise PointNotFinished(f"stop_after_steps={c.stop_after_steps} of {total}")
+    amp = torch.bfloat16 if c.mixed_precision == "bf16" and accelerator.device.type == "cuda" else None
+    top1 = _evaluate(net, held_out, c, accelerator.device, amp)
+    loss = sum(losses[-50:]) / len(losses[-50:]) if losses else result.final_loss
+    print(f"sinelr vit: {tag}: top-1 ({split}) {top1:.2f}%, train loss {loss:.4f}", file=sys.stderr)
+    return {"dataset": c.dataset, "params": report.total, "compression": report.compression, "top1": top1,
+            "train_loss": loss, "epochs": c.epochs, "eval_split": split}
 
 
-def write_summary(outdir: Path, c: Config) -> None:
-    """summary.md (Tab. 2-style, the paper's numbers beside ours) and accuracy_vs_params.png from summary.csv + runs.jsonl."""
-    import csv
+def _by_seed(rows: List[Dict[str, Any]], method: str, rank: Optional[int], omega: Optional[float],
+             key: str = "top1") -> Dict[int, float]:
+    return {r["seed"]: r[key] for r in rows if r["method"] == method and r["rank"] == rank and r["omega"] == omega}
 
-    from ..report import markdown_table, mean_std
 
-    with (outdir / "summary.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    records = [json.loads(ln) for ln in (outdir / "runs.jsonl").read_text().splitlines() if ln.strip()]
+def _cell(values: Dict[int, float]) -> str:
+    from sinelr.stats import mean_std
 
-    def f(r, k):
-        return float(r[k])
+    if not values:
+        return "n/a"
+    m, sd = mean_std(list(values.values()))
+    return f"{m:.2f}" if len(values) == 1 else f"{m:.2f} ± {sd:.2f} (n={len(values)})"
 
-    nan = float("nan")
 
-    def agg(group: List[Dict[str, str]], key: str):
-        """(mean, sample std, n) of one column over the seeds of a group of rows."""
-        if not group:
-            return nan, nan, 0
-        m, sd = mean_std([f(r, key) for r in group])
-        return m, sd, len(group)
+def _main_table(c: Config, rows: List[Dict[str, Any]]):
+    """(table rows, paired comparisons, ranks) of Tab. 2: low-rank vs sine at omega c.omega per rank, then full."""
+    from sinelr.stats import mean_std, paired_comparison
 
-    def cell(group: List[Dict[str, str]], key: str) -> str:
-        m, sd, n = agg(group, key)
-        if n == 0:
-            return "n/a"
-        return f"{m:.2f}" if n == 1 else f"{m:.2f} ± {sd:.2f} (n={n})"
+    ranks = sorted({r["rank"] for r in rows if r["rank"] is not None and r["omega"] in (None, c.omega)})
+    table, comps = [], []
+    for k in sorted(set(ranks) | set(PAPER_TOP1)):  # the paper's ranks are listed even where not run
+        lo, si = _by_seed(rows, "lowrank", k, None), _by_seed(rows, "sine", k, c.omega)
+        ref = next((r for r in rows if r["rank"] == k), None) or {"params": None, "compression": math.nan}
+        comp = "" if ref["params"] is None else f"{100 * ref['compression']:.1f}%"
+        table.append({"k": k, "params": ref["params"], "comp": comp, "lo": _cell(lo),
+                      "si": _cell(si), "lo_loss": _cell(_by_seed(rows, "lowrank", k, None, "train_loss")),
+                      "si_loss": _cell(_by_seed(rows, "sine", k, c.omega, "train_loss")),
+                      "p_lo": PAPER_TOP1.get(k, (math.nan,) * 2)[0], "p_si": PAPER_TOP1.get(k, (math.nan,) * 2)[1],
+                      "lo_m": mean_std(list(lo.values()))[0] if lo else math.nan,
+                      "si_m": mean_std(list(si.values()))[0] if si else math.nan})
+        if k in ranks:
+            comps.append(paired_comparison(lo, si, "low-rank", "sine"))
+    full = _by_seed(rows, "full", None, None)
+    if full:
+        ref = next(r for r in rows if r["method"] == "full")
+        table.append({"k": "full", "params": ref["params"], "comp": "100.0%", "lo": _cell(full), "si": "",
+                      "lo_loss": _cell(_by_seed(rows, "full", None, None, "train_loss")), "si_loss": "",
+                      "p_lo": PAPER_FULL_TOP1, "p_si": math.nan, "lo_m": mean_std(list(full.values()))[0], "si_m": math.nan})
+    return table, comps, ranks
 
-    def by_rank(method: str, omega: Optional[float] = None) -> Dict[int, List[Dict[str, str]]]:
-        out: Dict[int, List[Dict[str, str]]] = {}
-        for r in rows:
-            if r["method"] == method and (omega is None or float(r["omega"]) == float(omega)):
-                out.setdefault(int(r["rank"]), []).append(r)
-        return out
 
-    full = [r for r in rows if r["method"] == "full"]
-    lowrank = by_rank("lowrank")
-    sine_all = [r for r in rows if r["method"] == "sine"]
-    sine = by_rank("sine", c.omega)
-    ranks = sorted(set(lowrank) | set(sine) | set(PAPER_TOP1))  # the paper's ranks are listed even if not run
-    table = []
-    for k in ranks:
-        lr_, sn = lowrank.get(k, []), sine.get(k, [])
-        ref = (lr_ or sn or [None])[0]
-        table.append({"k": k, "params": int(ref["params"]) if ref else None,
-                      "comp": 100 * f(ref, "compression") if ref else nan,
-                      "lr": agg(lr_, "top1")[0], "sine": agg(sn, "top1")[0],
-                      "lr_s": cell(lr_, "top1"), "sine_s": cell(sn, "top1"),
-                      "lr_loss": agg(lr_, "train_loss")[0], "sine_loss": agg(sn, "train_loss")[0],
-                      "p_lr": PAPER_TOP1.get(k, (nan, nan))[0], "p_sine": PAPER_TOP1.get(k, (nan, nan))[1]})
-    table.append({"k": "full", "params": int(full[0]["params"]) if full else None,
-                  "comp": 100 * f(full[0], "compression") if full else nan, "lr": agg(full, "top1")[0],
-                  "lr_s": cell(full, "top1"), "sine": nan, "sine_s": "", "lr_loss": agg(full, "train_loss")[0],
-                  "sine_loss": nan, "p_lr": PAPER_FULL_TOP1, "p_sine": nan})
+def _protocol_lines(c: Config, rows: List[Dict[str, Any]], lrs: Dict[str, float]) -> List[str]:
+    from sinelr.stats import mean_std
+
+    lines = ["## Protocol checks (shared/EVIDENCE.md)", ""]
+    lines += [f"- {p}" for p in c.protocol] or ["- plateau (budget doubling) and LR grid: not stated for this run"]
+    ranks = sorted({r["rank"] for r in rows if r["method"] == "lowrank"})
+    full, low = _by_seed(rows, "full", None, None), _by_seed(rows, "lowrank", ranks[0], None) if ranks else {}
+    if full and low:
+        margin = mean_std(list(full.values()))[0] - mean_std(list(low.values()))[0]
+        lines.append(f"- sensitivity: full minus low-rank k={ranks[0]} = {margin:+.2f} points (needs >= "
+                     f"{SENSITIVITY_MARGIN:g}): {'holds' if margin >= SENSITIVITY_MARGIN else 'FAILS'}")
+    lines.append("- learning rates used: " + ", ".join(f"{m} {lrs[m]:g}" for m in METHODS))
+    seeds = sorted({r["seed"] for r in rows})
+    lines.append(f"- seeds: {len(seeds)} ({', '.join(map(str, seeds))}); verdicts pair runs by seed (same batch order)")
+    return lines + [""]
+
+
+def render(c: Config, lrs: Dict[str, float], rows: List[Dict[str, Any]], folder: Path) -> None:
+    """summary.md (Tab. 2 layout, the paper's numbers beside ours, verdicts) and accuracy_vs_params.png."""
+    from sinelr.report import markdown_table, provenance_lines, verdict_lines
+
+    table, comps, ranks = _main_table(c, rows)
+    split = ", ".join(sorted({r["eval_split"] or "test" for r in rows}))
     dataset = rows[0]["dataset"] if rows else c.dataset
-    data_note = ("**Dataset: Fashion-MNIST** (real Zalando images, 60k/10k 28x28 grayscale, 10 classes). The paper's "
-                 "numbers are CIFAR-100 (100 classes): compare orderings, not absolute values."
-                 if dataset == "fashion_mnist" else f"Dataset: {dataset}.")
-    # `python -m sinelr.cli` records argv[0] as cli.py; show the runnable form
-    cmds = sorted({"python -m sinelr.cli " + rec["command"][len("cli.py "):] if rec["command"].startswith("cli.py ")
-                   else rec["command"] for rec in records})
-    shas = sorted({rec.get("git_sha", "?") for rec in records})
-    machines = sorted({rec.get("machine", "?") for rec in records})
-    seeds = sorted({int(r["seed"]) for r in rows})
-    sizes = sorted({f"{rec.get('train_images')} / {rec.get('test_images')}" for rec in records})
-    lines = [f"# ViT low-rank vs sine low-rank MLPs: {c.name}", "",
-             f"Config: `{c.name}` (`configs/{c.name}.yaml` when such a file exists; the exact commands are below). "
-             f"Recipe `sinelr.recipes.vit_cifar100`. {data_note}", "",
-             f"- Seeds: {seeds}; machine: {'; '.join(machines)}; git sha: {', '.join(shas)}",
-             f"- Images per run (train / test): {', '.join(sizes)}",
-             f"- Model: ViT, patch {c.patch_size}, width {c.embed_dim}, MLP {c.mlp_dim}, {c.depth} blocks, "
-             f"{c.num_heads} heads; the two MLP layers of every block are dense (full) or rank-k low-rank / sine "
-             f"low-rank (omega = {c.omega:g}, gain = sqrt(in)); everything else dense.",
-             f"- Training: AdamW (lr {c.lr:g}, wd {c.weight_decay:g}), cosine with {c.warmup_epochs:g} warmup epochs, "
-             f"label smoothing {c.label_smoothing:g}, global batch {c.batch_size}, {c.epochs:g} epochs"
-             + (f" of a fixed {c.train_subset}-image subset" if c.train_subset else "")
-             + f"; augmentation: random crop (zero padding {c.crop_padding}) + horizontal flip = {c.hflip}.",
-             f"- Reduced against the paper: {c.reduced or 'nothing (the paper setting)'}",
-             "- params / compression: the whole model (compression = params / params of the same ViT with dense MLPs).",
-             "", "Commands:", "", "```"] + cmds + ["```", "",
-             "## Top-1 (%) by MLP rank k (ours beside the paper's Tab. 2, CIFAR-100 ViT-S)", ""]
-    lines.append(markdown_table(table, ["k", "params", "comp", "lr_s", "sine_s", "lr_loss", "sine_loss", "p_lr", "p_sine"],
-                                ["k", "params (ours)", "% of dense (ours)", "low-rank (full: dense) top-1 (ours)", "sine top-1 (ours)",
-                                 "low-rank train loss", "sine train loss", "paper low-rank", "paper sine"]))
-    sweep: Dict[float, List[Dict[str, str]]] = {}
-    for r in sine_all:
-        if int(r["rank"]) == 1:
-            sweep.setdefault(float(r["omega"]), []).append(r)
-    if len(sweep) > 1:
-        lines += ["", "## omega sweep at k = 1 (paper Tab. 5: peak 58.1 at omega = 500 on CIFAR-100)", "",
-                  markdown_table([{"omega": f"{w:g}", "top1": cell(g, "top1"), "loss": agg(g, "train_loss")[0]}
-                                  for w, g in sorted(sweep.items())], ["omega", "top1", "loss"],
-                                 ["omega", "sine top-1 (ours)", "train loss"])]
-    both = [t for t in table if t["k"] != "full" and not math.isnan(t["lr"]) and not math.isnan(t["sine"])]
-    lines += ["", "## Does the paper's claim hold here?", ""]
-    if both:
-        wins = [t["k"] for t in both if t["sine"] > t["lr"]]
-        losses = [t["k"] for t in both if t["sine"] <= t["lr"]]
-        lines.append(f"Claim: at equal parameters, sine low-rank MLPs beat low-rank MLPs. Here (seeds {seeds}, {dataset}; "
-                     "means over seeds where there are several): "
-                     f"sine > low-rank at k = {wins or 'none'}" + (f"; not at k = {losses}" if losses else "") + ". "
-                     + ("Holds at every rank we ran." if not losses else "Holds only partly." if wins else "Does not hold."))
-        if max(len(g) for g in list(lowrank.values()) + list(sine.values())) < 2:
-            lines.append("One seed per model: the seed-to-seed spread was not measured, so small gaps may not be significant.")
-        if c.reduced:
-            lines.append("This is a reduced setting (see 'Reduced against the paper' above): it tests the claim at this "
-                         "small training budget only, not for fully trained models.")
-    else:
-        lines.append("Not enough runs yet to compare (needs low-rank and sine at the same rank).")
-    (outdir / "summary.md").write_text("\n".join(lines) + "\n")
-    _plot(outdir, table, dataset)
+    lines = [f"# ViT low-rank vs sine low-rank MLPs: {c.name}", ""] + ([f"> {c.note}", ""] if c.note else [])
+    lines += provenance_lines(folder) + [
+        f"- dataset: {dataset}; top-1 on the **{split}** split" + (" (held out of the training images)" if "val" in split else ""),
+        f"- model: ViT, patch {c.patch_size}, width {c.embed_dim}, MLP {c.mlp_dim}, {c.depth} blocks, {c.num_heads} heads; "
+        f"the two MLP layers of every block are dense (full) or rank-k low-rank / sine low-rank (omega {c.omega:g}, gain "
+        "sqrt(in)); everything else dense",
+        f"- training: AdamW (wd {c.weight_decay:g}), cosine with {c.warmup_epochs:g} warmup epochs, label smoothing "
+        f"{c.label_smoothing:g}, global batch {c.batch_size}, {c.epochs:g} epochs"
+        + (f" of a fixed {c.train_subset}-image subset" if c.train_subset else "")
+        + f"; random crop (padding {c.crop_padding}), horizontal flip {c.hflip}",
+        f"- reduced against the paper: {c.reduced or 'nothing (the paper setting)'}",
+        "- params / compression: the whole model (compression = params / params of the same ViT with dense MLPs)", ""]
+    lines += _protocol_lines(c, rows, lrs)
+    lines += ["## Top-1 (%) by MLP rank k (ours beside the paper's Tab. 2, CIFAR-100 ViT-S)", "",
+              markdown_table(table, ["k", "params", "comp", "lo", "si", "lo_loss", "si_loss", "p_lo", "p_si"],
+                             ["k", "params", "% of dense", "low-rank (full: dense) top-1", f"sine top-1 (omega {c.omega:g})",
+                              "low-rank train loss", "sine train loss", "paper low-rank", "paper sine"]), ""]
+    if comps:
+        lines += ["Sine minus low-rank top-1 (points), paired by seed:", "", verdict_lines(comps, "rank k", ranks), ""]
+    lines += _omega_lines(c, rows)
+    _plot(folder / "accuracy_vs_params.png", table, rows, dataset, c.omega)
+    (folder / "summary.md").write_text("\n".join(lines) + "\n")
 
 
-def _plot(outdir: Path, table: List[Dict[str, Any]], dataset: str) -> None:
+def _omega_lines(c: Config, rows: List[Dict[str, Any]]) -> List[str]:
+    from sinelr.report import markdown_table
+
+    k = c.omega_sweep_rank
+    ws = sorted({r["omega"] for r in rows if r["method"] == "sine" and r["rank"] == k})
+    if len(ws) < 2:
+        return []
+    tab = [{"omega": f"{w:g}", "top1": _cell(_by_seed(rows, "sine", k, w)),
+            "loss": _cell(_by_seed(rows, "sine", k, w, "train_loss"))} for w in ws]
+    return [f"## omega sweep at k = {k} (paper Tab. 5: peak {PAPER_OMEGA_K1[1]} at omega = {PAPER_OMEGA_K1[0]} on CIFAR-100)",
+            "", markdown_table(tab, ["omega", "top1", "loss"], ["omega", "sine top-1", "train loss"]), ""]
+
+
+def _plot(path: Path, table: List[Dict[str, Any]], rows: List[Dict[str, Any]], dataset: str, omega: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sinelr.stats import mean_std
+
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    table = [t for t in table if t["params"] is not None]
-    pts = [t for t in table if t["k"] != "full"]
-    for key, label, marker in (("lr", "low-rank", "o"), ("sine", "sine low-rank", "s")):
-        xs = [t["params"] / 1e6 for t in pts if not math.isnan(t[key])]
-        ys = [t[key] for t in pts if not math.isnan(t[key])]
-        if xs:
-            ax.plot(xs, ys, marker=marker, label=label)
-            for t in pts:
-                if not math.isnan(t[key]):
-                    ax.annotate(f"k={t['k']}", (t["params"] / 1e6, t[key]), fontsize=7, xytext=(3, 3),
-                                textcoords="offset points")
+    for method, label, marker in (("lowrank", "low-rank", "o"), ("sine", "sine low-rank", "s")):
+        pts = []
+        for t in (t for t in table if t["params"] is not None):
+            vals = list(_by_seed(rows, method, t["k"], omega if method == "sine" else None).values()) if t["k"] != "full" else []
+            if vals:
+                pts.append((t["params"] / 1e6, *mean_std(vals)))
+        if pts:
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker=marker, capsize=3,
+                        label=label + " (mean ± sd over seeds)")
     for t in table:
         if t["k"] == "full":
-            ax.scatter([t["params"] / 1e6], [t["lr"]], marker="*", s=120, color="k", label="full (dense MLPs)")
+            ax.scatter([t["params"] / 1e6], [t["lo_m"]], marker="*", s=120, color="k", label="full (dense MLPs)")
     ax.set_xlabel("parameters (millions, whole model)")
-    ax.set_ylabel("test top-1 (%)")
+    ax.set_ylabel("top-1 (%)")
     ax.set_title(f"ViT: accuracy vs parameters ({dataset})")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(outdir / "accuracy_vs_params.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def run(config: Config) -> List[Dict[str, Any]]:
+    from accelerate import Accelerator
+
+    from sinelr.config import config_to_dict
+    from sinelr.sweep import Sweep, SweepSpec
+    from sinelr.train import resolve_device
+
+    c = config
+    lrs = _validate(c)
+    device = resolve_device(c.device)
+    accelerator = Accelerator(cpu=device.type == "cpu",
+                              mixed_precision="bf16" if c.mixed_precision == "bf16" and device.type == "cuda" else "no")
+    if c.batch_size % accelerator.num_processes:
+        raise ValueError(f"batch_size {c.batch_size} must be divisible by the number of processes "
+                         f"({accelerator.num_processes})")
+    data = None if c.render_only else load_data(c)  # read and checked before anything is written
+    if data is not None and len(data[0]) // c.batch_size < 1:
+        raise ValueError(f"the training set ({len(data[0])} images) is smaller than one batch ({c.batch_size})")
+    sweep = Sweep(SweepSpec("vit", COLUMNS, KEY, **SPEC_ARGS), config_to_dict(c), Path(c.output_dir), Path(c.run_dir),
+                  lambda rows, folder: render(c, lrs, rows, folder), is_main=accelerator.is_main_process)
+    return sweep.run(grid(c), lambda p, f: run_one(c, lrs, data, accelerator, p, f, sweep.checkpoint_fingerprint(p)),
+                     render_only=c.render_only)
