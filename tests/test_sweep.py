@@ -169,3 +169,48 @@ def test_verdict_says_no_difference_when_the_interval_holds_zero_or_one_seed():
     assert lower.verdict == "a better"
     only_shared = paired_comparison({0: 1.0, 5: 9.0}, {0: 2.0, 6: 0.0}, "a", "b")
     assert only_shared.seeds == (0,)
+
+
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, list):
+        return value + (value[-1:] if value else ["x"])
+    if value is None:
+        return 1.5
+    raise AssertionError(f"no change rule for {value!r}")
+
+
+@pytest.mark.parametrize("recipe", ["occupancy", "quickstart", "vit"])
+def test_every_training_key_of_a_recipe_is_in_its_fingerprint(tmp_path, recipe):
+    """Change any one config key that is not declared as a grid axis or number-neutral: the run folder
+    (checkpoint) changes, and the results folder refuses to mix rows (ResultsConflictError)."""
+    import dataclasses
+
+    from sinelr.cli import load_recipe
+    from sinelr.config import config_to_dict
+
+    module = load_recipe(recipe)
+    spec = SweepSpec(recipe, module.COLUMNS, module.KEY, **module.SPEC_ARGS)
+    base = config_to_dict(module.Config())
+    point = {k: 0 for k in module.KEY}
+    exempt = set(spec.grid_keys) | set(spec.not_in_results)
+    training = [f.name for f in dataclasses.fields(module.Config) if f.name not in exempt]
+    assert training, recipe
+
+    def sweep(cfg):
+        return Sweep(spec, cfg, tmp_path / "out", tmp_path / "runs", _render)
+
+    folder = sweep(base).run_folder(point)
+    for key in training:
+        changed = {**base, key: _changed(base[key])}
+        s = sweep(changed)
+        if key in spec.not_in_training:
+            assert s.run_folder(point) == folder, key
+        else:
+            assert s.run_folder(point) != folder, key
+        assert s.results_fingerprint != sweep(base).results_fingerprint, key
