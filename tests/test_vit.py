@@ -251,7 +251,9 @@ def test_exact_resume_gives_identical_parameters(tmp_path):
     assert resumed[0]["top1"] == straight[0]["top1"]
     csv_text = (tmp_path / "b" / "results" / "summary.csv").read_text()
     assert csv_text.splitlines()[0] == ("config,dataset,method,rank,omega,seed,params,compression,top1,train_loss,"
-                                        "epochs,eval_split")
+                                        "epochs,eval_split,model_bytes")
+    folder = only_run_folder(tmp_path / "b" / "runs")
+    assert resumed[0]["model_bytes"] == (folder / "model" / "model.safetensors").stat().st_size
     summary = (tmp_path / "b" / "results" / "summary.md").read_text()
     assert "61.19" in summary and (tmp_path / "b" / "results" / "accuracy_vs_params.png").is_file()
 

@@ -22,7 +22,7 @@ from sinelr.config import parse_assignments
 
 COLUMNS: Dict[str, Any] = {"mesh": str, "method": str, "rank": "int|str", "omega": float, "seed": int,
                            "params": int, "compression": float, "iou": float, "final_loss": float,
-                           "train_seconds": float}
+                           "train_seconds": float, "model_bytes": int}
 KEY = ["mesh", "method", "rank", "omega", "seed"]
 METHODS = ("full", "lowrank", "sine")
 # Paper Tab. 6 (Thai statue, 512^3 grid), IoU in %: rank -> (low-rank, sine low-rank); full rank 97.2.
@@ -165,6 +165,7 @@ def run_one(c: Config, lrs: Dict[str, float], mesh_path: Path, point: Dict[str, 
     from sinelr.kinds import linear_factory
     from sinelr.metrics import iou
     from sinelr.models.occupancy import OccupancyMLP
+    from sinelr.serialization import save_pretrained
     from sinelr.train import cosine_with_warmup, resolve_device, seed_everything, train_loop
 
     data = prepare_occupancy(mesh_path, c.eval_resolution, c.n_uniform,
@@ -195,9 +196,10 @@ def run_one(c: Config, lrs: Dict[str, float], mesh_path: Path, point: Dict[str, 
             logits = predict_grid(model, c.mesh_resolution, c.eval_chunk, device, logits=True)
             marching_cubes_ply(logits, folder / "mesh.ply", c.ply_max_faces)
     rep = parameter_report(model)
+    nbytes = save_pretrained(model, folder / "model")  # the compressed model as a user ships it
     print(f"[occupancy] {desc}: IoU {100 * score:.2f}%  params {rep.total}  loss {res.final_loss:.4f}", flush=True)
     return {"params": rep.total, "compression": rep.compression, "iou": score, "final_loss": res.final_loss,
-            "train_seconds": res.seconds}
+            "train_seconds": res.seconds, "model_bytes": nbytes}
 
 
 def _cell(rows: List[Dict[str, Any]], method: str, rank: Any, omega: Optional[float]) -> Dict[int, float]:
@@ -232,6 +234,12 @@ def _protocol_lines(c: Config, rows: List[Dict[str, Any]], lrs: Dict[str, float]
     return lines + [""]
 
 
+def _bytes(rows: List[Dict[str, Any]], rank: Any) -> str:
+    """Bytes on disk of the saved model (safetensors of the factors + header); '' for rows without it."""
+    sizes = sorted({r["model_bytes"] for r in rows if r["rank"] == rank and r.get("model_bytes") is not None})
+    return " / ".join(f"{b:,}" for b in sizes)
+
+
 def _table_lines(c: Config, rows: List[Dict[str, Any]]) -> List[str]:
     from sinelr.report import markdown_table, verdict_lines
     from sinelr.stats import paired_comparison
@@ -243,16 +251,18 @@ def _table_lines(c: Config, rows: List[Dict[str, Any]]) -> List[str]:
         first = next((r for r in rows if r["rank"] == k), None)
         paper = PAPER_TAB6.get(k, (float("nan"), float("nan")))
         table.append({"k": k, "low": _mean_sd(low), "sine": _mean_sd(sine), "pl": paper[0], "ps": paper[1],
-                      "params": first and first["params"], "comp": first and f"{100 * first['compression']:.2f}%"})
+                      "params": first and first["params"], "comp": first and f"{100 * first['compression']:.2f}%",
+                      "bytes": _bytes(rows, k)})
         comps.append(paired_comparison(low, sine, "low-rank", "sine"))
     full = _cell(rows, "full", "full", None)
     if full:
         fp = next(r["params"] for r in rows if r["method"] == "full")
         table.append({"k": "full rank", "low": _mean_sd(full), "sine": "", "pl": PAPER_FULL, "ps": float("nan"),
-                      "params": fp, "comp": "100.00%"})
-    out = [markdown_table(table, ["k", "low", "sine", "pl", "ps", "params", "comp"],
+                      "params": fp, "comp": "100.00%", "bytes": _bytes(rows, "full")})
+    out = [markdown_table(table, ["k", "low", "sine", "pl", "ps", "params", "comp", "bytes"],
                           ["rank k", "low-rank IoU % (ours, mean ± sd)", f"sine IoU % (ours, omega {c.omega:g})",
-                           "low-rank (paper)", "sine (paper)", "params", "params / full"], floatfmt=".1f"), ""]
+                           "low-rank (paper)", "sine (paper)", "params", "params / full",
+                           "model file bytes (sinelr.save_pretrained)"], floatfmt=".1f"), ""]
     if comps:
         out += ["Sine minus low-rank IoU points, paired by seed:", "", verdict_lines(comps, "rank k", ranks), ""]
     return out

@@ -27,7 +27,7 @@ PAPER_OMEGA_K1 = (500, 58.1)  # Tab. 5: the omega sweep at k=1 (100..700) peaks 
 
 COLUMNS: Dict[str, Any] = {"config": str, "dataset": str, "method": str, "rank": int, "omega": float, "seed": int,
                            "params": int, "compression": float, "top1": float, "train_loss": float,
-                           "epochs": float, "eval_split": str}
+                           "epochs": float, "eval_split": str, "model_bytes": int}
 KEY = ["config", "method", "rank", "omega", "seed"]
 METHODS = ("full", "lowrank", "sine")
 SENSITIVITY_MARGIN = 3.0  # EVIDENCE.md: dense must beat low-rank at the smallest rank by 3 points
@@ -274,10 +274,13 @@ def run_one(c: Config, lrs: Dict[str, float], data, accelerator, point: Dict[str
         raise PointNotFinished(f"stop_after_steps={c.stop_after_steps} of {total}")
     amp = torch.bfloat16 if c.mixed_precision == "bf16" and accelerator.device.type == "cuda" else None
     top1 = _evaluate(net, held_out, c, accelerator.device, amp)
+    from sinelr.serialization import save_pretrained
+
+    nbytes = save_pretrained(net, folder / "model") if accelerator.is_main_process else None
     loss = sum(losses[-50:]) / len(losses[-50:]) if losses else result.final_loss
     print(f"sinelr vit: {tag}: top-1 ({split}) {top1:.2f}%, train loss {loss:.4f}", file=sys.stderr)
     return {"dataset": c.dataset, "params": report.total, "compression": report.compression, "top1": top1,
-            "train_loss": loss, "epochs": c.epochs, "eval_split": split}
+            "train_loss": loss, "epochs": c.epochs, "eval_split": split, "model_bytes": nbytes}
 
 
 def _by_seed(rows: List[Dict[str, Any]], method: str, rank: Optional[int], omega: Optional[float],
@@ -304,7 +307,7 @@ def _main_table(c: Config, rows: List[Dict[str, Any]]):
         lo, si = _by_seed(rows, "lowrank", k, None), _by_seed(rows, "sine", k, c.omega)
         ref = next((r for r in rows if r["rank"] == k), None) or {"params": None, "compression": math.nan}
         comp = "" if ref["params"] is None else f"{100 * ref['compression']:.1f}%"
-        table.append({"k": k, "params": ref["params"], "comp": comp, "lo": _cell(lo),
+        table.append({"k": k, "params": ref["params"], "comp": comp, "bytes": ref.get("model_bytes"), "lo": _cell(lo),
                       "si": _cell(si), "lo_loss": _cell(_by_seed(rows, "lowrank", k, None, "train_loss")),
                       "si_loss": _cell(_by_seed(rows, "sine", k, c.omega, "train_loss")),
                       "p_lo": PAPER_TOP1.get(k, (math.nan,) * 2)[0], "p_si": PAPER_TOP1.get(k, (math.nan,) * 2)[1],
@@ -315,7 +318,8 @@ def _main_table(c: Config, rows: List[Dict[str, Any]]):
     full = _by_seed(rows, "full", None, None)
     if full:
         ref = next(r for r in rows if r["method"] == "full")
-        table.append({"k": "full", "params": ref["params"], "comp": "100.0%", "lo": _cell(full), "si": "",
+        table.append({"k": "full", "params": ref["params"], "comp": "100.0%", "bytes": ref.get("model_bytes"),
+                      "lo": _cell(full), "si": "",
                       "lo_loss": _cell(_by_seed(rows, "full", None, None, "train_loss")), "si_loss": "",
                       "p_lo": PAPER_FULL_TOP1, "p_si": math.nan, "lo_m": mean_std(list(full.values()))[0], "si_m": math.nan})
     return table, comps, ranks
@@ -359,8 +363,8 @@ def render(c: Config, lrs: Dict[str, float], rows: List[Dict[str, Any]], folder:
         "- params / compression: the whole model (compression = params / params of the same ViT with dense MLPs)", ""]
     lines += _protocol_lines(c, rows, lrs)
     lines += ["## Top-1 (%) by MLP rank k (ours beside the paper's Tab. 2, CIFAR-100 ViT-S)", "",
-              markdown_table(table, ["k", "params", "comp", "lo", "si", "lo_loss", "si_loss", "p_lo", "p_si"],
-                             ["k", "params", "% of dense", "low-rank (full: dense) top-1", f"sine top-1 (omega {c.omega:g})",
+              markdown_table(table, ["k", "params", "comp", "bytes", "lo", "si", "lo_loss", "si_loss", "p_lo", "p_si"],
+                             ["k", "params", "% of dense", "model file bytes", "low-rank (full: dense) top-1", f"sine top-1 (omega {c.omega:g})",
                               "low-rank train loss", "sine train loss", "paper low-rank", "paper sine"]), ""]
     if comps:
         lines += ["Sine minus low-rank top-1 (points), paired by seed:", "", verdict_lines(comps, "rank k", ranks), ""]
