@@ -56,23 +56,23 @@ def test_bad_input_is_rejected_with_a_clear_message():
     with pytest.raises(ValueError, match="2-D tensor"):
         sp.stable_rank([[1.0, 2.0]])
     with pytest.raises(ValueError, match="no non-zero entry"):
-        sp.prop1_bound(torch.zeros(2, 2), 1.0)
+        sp.prop1_printed_bound(torch.zeros(2, 2), 1.0)
     A = torch.tensor([[0.5, 1.0], [1.0, 2.0]], dtype=torch.float64)
     with pytest.raises(ValueError, match="omega must be"):
-        sp.prop1_bound(A, -1.0)
+        sp.prop1_printed_bound(A, -1.0)
     with pytest.raises(ValueError, match="omega must be"):
         sp.sine_matrix(torch.ones(2, 1), torch.ones(2, 1), float("nan"))
     with pytest.raises(TypeError, match="omega"):
-        sp.prop1_bound(A, "10")
+        sp.prop1_printed_bound(A, "10")
     with pytest.raises(ValueError, match="pi / \\(3 A_min0\\)"):
-        sp.prop1_bound(A, 10 * sp.prop1_max_omega(A))
+        sp.prop1_printed_bound(A, 10 * sp.prop1_max_omega(A))
 
 
 def test_prop1_formula_on_a_hand_computed_matrix():
     A = torch.tensor([[1.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
     # A_min0 = 1, ||sqrt|A| ||_op = 2, so the bound is omega / 4 and the range is omega <= pi / 3.
     assert sp.prop1_max_omega(A) == pytest.approx(math.pi / 3)
-    assert sp.prop1_bound(A, 1.0) == pytest.approx(0.25)
+    assert sp.prop1_printed_bound(A, 1.0) == pytest.approx(0.25)
 
 
 # ---- the theory -----------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def test_prop1_bound_never_exceeds_rank_or_stable_rank_on_random_matrices():
     assert len(cases) > 150
     for A, w in cases:
         S = torch.sin(w * A)
-        bound = sp.prop1_bound(A, w)
+        bound = sp.prop1_printed_bound(A, w)
         assert bound <= sp.numerical_rank(S), (tuple(A.shape), w, bound)
         assert bound <= sp.stable_rank(S) + 1e-12, (tuple(A.shape), w, bound, sp.stable_rank(S))
 
@@ -133,7 +133,7 @@ def test_prop1_bound_is_at_most_pi_over_3_per_non_zero_of_the_fullest_row():
     """||sqrt|A| ||_op^2 >= sum_j |A_ij| >= A_min0 * nnz(row i), hence bound <= (pi/3) / max_i nnz(row i)."""
     for A, w in _prop1_cases():
         nnz = int(max((A != 0).sum(1).max(), (A != 0).sum(0).max()))
-        assert sp.prop1_bound(A, w) <= math.pi / 3 / nnz * (1 + 1e-9)
+        assert sp.prop1_printed_bound(A, w) <= math.pi / 3 / nnz * (1 + 1e-9)
 
 
 def test_prop1_bound_exceeds_the_rank_of_a_single_entry_matrix_at_the_top_of_its_range():
@@ -146,8 +146,8 @@ def test_prop1_bound_exceeds_the_rank_of_a_single_entry_matrix_at_the_top_of_its
     w = sp.prop1_max_omega(A)
     S = torch.sin(w * A)
     assert sp.numerical_rank(S) == 1 and sp.stable_rank(S) == pytest.approx(1.0)
-    assert sp.prop1_bound(A, w) == pytest.approx(math.pi / 3)
-    assert sp.prop1_bound(A, 0.9 / 0.25) <= 1.0  # below omega = 1/a the statement holds
+    assert sp.prop1_printed_bound(A, w) == pytest.approx(math.pi / 3)
+    assert sp.prop1_printed_bound(A, 0.9 / 0.25) <= 1.0  # below omega = 1/a the statement holds
 
 
 # ---- the recipe -----------------------------------------------------------------------------
@@ -157,7 +157,8 @@ def test_spectra_recipe_writes_its_files(tmp_path):
 
     out = tmp_path / "theory"
     res = run(Config(size=24, ranks=[1, 2], fig_rank=2, omegas=[1.0, 100.0, 1000.0], heatmap_omegas=[100.0],
-                     prop1_points=4, out_dir=str(out)))
+                     prop1_points=4, omega0_shapes=["16x16", "12x20"], omega0_ranks=[1, 2, 12],
+                     omega0_seeds=[0, 1], out_dir=str(out)))
     for name in ("fig1_spectra", "fig2_activations", "fig3_omega_sweep", "prop1_bound"):
         assert (out / f"{name}.csv").stat().st_size > 0
         assert (out / f"{name}.png").stat().st_size > 0
@@ -165,7 +166,7 @@ def test_spectra_recipe_writes_its_files(tmp_path):
     text = (out / "summary.md").read_text()
     assert "command:" in text and "seed: 0" in text and "Prop. 1" in text
     assert len(res["sweep"]) == 6
-    assert all(r["prop1_bound"] <= r["numerical_rank"] for r in res["prop1"])
+    assert all(r["prop1_printed_bound"] <= r["numerical_rank"] for r in res["prop1"])
 
 
 @pytest.mark.parametrize("bad, match", [
