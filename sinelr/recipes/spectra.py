@@ -333,29 +333,33 @@ def _omega0_table(c: Config, out: Path) -> Tuple[List[Dict], List[str]]:
 
 
 def _omega0_plot(c: Config, out: Path, table: List[Dict]) -> None:
-    """omega0.png: omega_0 vs k per shape (median, bars = min..max over seeds), both inits, theorem's range."""
+    """omega0.png: omega_0 vs k per shape (median, bars = min..max over seeds), both inits, theorem's range.
+
+    Stable-rank points reached at the grid's first omega (k = 1: any lift of a rank-1 matrix has stable rank > 1)
+    are left out: they are only an upper bound set by the grid."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     for i, shape in enumerate(dict.fromkeys((r["m"], r["n"]) for r in table)):
         pts = [r for r in table if (r["m"], r["n"]) == shape]
-        ks = [r["k"] for r in pts]
         color = f"C{i}"
         for a, init in zip(axes, ("kaiming", "theorem")):
             for crit, style in (("rank", "o-"), ("stable", "s--")):
                 col = f"omega0_{crit}_{init}"
-                med = [r[f"{col}_median"] for r in pts]
-                err = [[m_ - r[f"{col}_min"] for m_, r in zip(med, pts)], [r[f"{col}_max"] - m_ for m_, r in zip(med, pts)]]
-                a.errorbar(ks, med, yerr=err, fmt=style, color=color, ms=4, capsize=2,
+                use = [r for r in pts if not (crit == "stable" and r["stable_at_x_min_any"])]
+                med = [r[f"{col}_median"] for r in use]
+                err = [[m_ - r[f"{col}_min"] for m_, r in zip(med, use)], [r[f"{col}_max"] - m_ for m_, r in zip(med, use)]]
+                a.errorbar([r["k"] for r in use], med, yerr=err, fmt=style, color=color, ms=4, capsize=2,
                            label=f"{shape[0]}x{shape[1]}: {'rank' if crit == 'rank' else 'stable rank'} > k")
         axes[1].axhline(pts[0]["theorem_omega_bound"], color=color, ls=":", lw=1)
     axes[0].set(title="Kaiming init (SineLowRankLinear)", ylabel="omega_0 (median, min..max over seeds)")
-    axes[1].set(title="Thm. 3.1 init U, V ~ U(+-1/N), N = max(m, n); dotted: pi N^2 / 3", ylabel="omega_0")
+    axes[1].set(title="Thm. 3.1 init U(+-1/N), N = max(m, n); dotted: pi N^2 / 3", ylabel="omega_0")
     for a in axes:
         a.set(xscale="log", yscale="log", xlabel="k")
-        a.legend(fontsize=6)
-    fig.suptitle(f"smallest omega with rank (s > {c.omega0_rtol:g} s_max) > k and stable rank > k; "
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7)
+    fig.suptitle(f"smallest omega with rank (s > {c.omega0_rtol:g} s_max) > k and with stable rank > k; "
                  f"seeds {list(c.omega0_seeds)}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
     fig.savefig(out / "omega0.png", dpi=110)
     plt.close(fig)
 
