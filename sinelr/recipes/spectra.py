@@ -260,6 +260,14 @@ def _prop1(c: Config, out: Path, factors: Dict[int, Tuple], rtol) -> Tuple[List[
     return prop, single_row
 
 
+def _omega0_seed(seed: int, m: int, n: int, k: int) -> int:
+    """The generator seed of one omega_0 draw: crc32 of 'omega0:<m>x<n>:k<k>:seed<seed>'. One plain seed for every
+    shape would reuse the same random stream, so a 384x384 U V^T would contain a block of the 256x256 one."""
+    import zlib
+
+    return zlib.crc32(f"omega0:{m}x{n}:k{k}:seed{seed}".encode())
+
+
 def _omega0_seed_rows(c: Config) -> Tuple[List[Dict], List[str]]:
     """One row per (shape, k, seed): omega_0 of sin(omega U V^T) for Kaiming U, V and, by exact rescaling, for
     Thm. 3.1's init U, V ~ U(+-1/N) with N = max(m, n); plus A_min0 and Prop. 1's range for that init."""
@@ -276,7 +284,7 @@ def _omega0_seed_rows(c: Config) -> Tuple[List[Dict], List[str]]:
                 skipped.append(f"{m}x{n} k={k}")
                 continue
             for seed in c.omega0_seeds:
-                U, V = sp.kaiming_factors(m, n, k, generator=torch.Generator().manual_seed(seed))
+                U, V = sp.kaiming_factors(m, n, k, generator=torch.Generator().manual_seed(_omega0_seed(seed, m, n, k)))
                 r = sp.omega0_search(U, V, k, rtol=c.omega0_rtol, x_min=float(c.omega0_x_range[0]),
                                      x_max=float(c.omega0_x_range[1]), per_decade=c.omega0_per_decade,
                                      precision=c.omega0_precision)
@@ -285,7 +293,7 @@ def _omega0_seed_rows(c: Config) -> Tuple[List[Dict], List[str]]:
                 a_thm = r["a_min0"] / to_thm
                 op2 = float(torch.linalg.matrix_norm((U @ V.T).abs().sqrt(), ord=2)) ** 2
                 rows.append({
-                    "m": m, "n": n, "k": k, "seed": seed, "N": big_n,
+                    "m": m, "n": n, "k": k, "seed": seed, "generator_seed": _omega0_seed(seed, m, n, k), "N": big_n,
                     "omega0_rank_kaiming": r["omega0_rank"], "omega0_stable_kaiming": r["omega0_stable_rank"],
                     "omega0_rank_theorem": r["omega0_rank"] * to_thm,
                     "omega0_stable_theorem": r["omega0_stable_rank"] * to_thm,
@@ -465,7 +473,8 @@ def _summary_omega0(c: Config, table: List[Dict], skipped: List[str], seconds: f
     return [
         "## Empirical omega_0 (Thm. 3.1): smallest omega with rank > k and with stable rank > k",
         "",
-        f"- U (m x k), V (n x k) from `kaiming_factors` (seeds {list(c.omega0_seeds)}); the Thm. 3.1 columns are the same "
+        f"- U (m x k), V (n x k) from `kaiming_factors` (seeds {list(c.omega0_seeds)}; the generator of each draw is seeded "
+        "with crc32('omega0:<m>x<n>:k<k>:seed<seed>'), column generator_seed); the Thm. 3.1 columns are the same "
         "draws scaled to U, V ~ U(+-1/N), N = max(m, n) (omega_0 scales exactly by N^2 / sqrt(k n)).",
         f"- rank: singular values > {c.omega0_rtol:g} * s_max; stable rank ||S||_F^2 / ||S||_op^2. omega searched as "
         f"x / rms(U V^T), x from {lo:g} to {hi:g} on a log grid ({c.omega0_per_decade} a decade), first crossing "
