@@ -296,7 +296,9 @@ def test_omega0_search_and_uniform_factors_reject_bad_input():
 def test_spectra_recipe_writes_its_files(tmp_path):
     import csv
 
-    from sinelr.recipes.spectra import Config, run
+    from sinelr.cli import load_recipe
+
+    Config, run = load_recipe("spectra").Config, load_recipe("spectra").run
 
     out = tmp_path / "theory"
     res = run(Config(size=24, ranks=[1, 2], fig_rank=2, omegas=[1.0, 100.0, 1000.0], heatmap_omegas=[100.0],
@@ -335,7 +337,9 @@ def test_spectra_recipe_functions_stay_under_80_lines():
     import ast
     import inspect
 
-    from sinelr.recipes import spectra
+    from sinelr.cli import load_recipe
+
+    spectra = load_recipe("spectra")
 
     tree = ast.parse(inspect.getsource(spectra))
     long = {f.name: f.end_lineno - f.lineno + 1 for f in ast.walk(tree)
@@ -360,7 +364,9 @@ def test_spectra_recipe_functions_stay_under_80_lines():
     ({"omega0_per_decade": 0}, "omega0_per_decade"),
 ])
 def test_spectra_recipe_rejects_bad_config(tmp_path, bad, match):
-    from sinelr.recipes.spectra import Config, run
+    from sinelr.cli import load_recipe
+
+    Config, run = load_recipe("spectra").Config, load_recipe("spectra").run
 
     with pytest.raises(ValueError, match=match):
         run(Config(out_dir=str(tmp_path / "x"), **bad))

@@ -122,7 +122,7 @@ def _pyplot():
 
 
 def _ranks_of(M, rtol) -> Dict[str, float]:
-    from .. import spectral as sp
+    import sinelr.spectral as sp
 
     return {"numerical_rank": sp.numerical_rank(M, rtol=rtol), "rank_rtol1e-4": sp.numerical_rank(M, rtol=1e-4),
             "stable_rank": sp.stable_rank(M), "effective_rank": sp.effective_rank(M)}
@@ -132,7 +132,7 @@ def _spectra_figure(out: Path, mats: Dict[str, Any], label: str, stem: str, titl
     """Write <stem>.csv (normalised spectra) and <stem>.png for `mats`; return their ranks, one row each."""
     import numpy as np
 
-    from .. import spectral as sp
+    import sinelr.spectral as sp
 
     plt = _pyplot()
     spectra = {name: sp.singular_values(M) for name, M in mats.items()}
@@ -155,7 +155,7 @@ def _figs_1_2(c: Config, out: Path, gen, rtol) -> Tuple[List[Dict], List[Dict]]:
     """Fig. 1 (full rank vs low rank vs sine low rank at the same k) and Fig. 2 (ReLU / sigmoid / sine)."""
     import torch
 
-    from .. import spectral as sp
+    import sinelr.spectral as sp
 
     n, k, omega = c.size, c.fig_rank, float(c.fig_omega)
     bound = 1.0 / math.sqrt(n)  # nn.Linear's default init: U(-1/sqrt(in), 1/sqrt(in))
@@ -176,7 +176,7 @@ def _fig3(c: Config, out: Path, gen, rtol) -> Tuple[Dict[int, Tuple], List[Dict]
     """Fig. 3: rank of sin(omega U V^T) vs omega for each k (CSV + plot) and the 128x128 heatmaps."""
     import numpy as np
 
-    from .. import spectral as sp
+    import sinelr.spectral as sp
 
     plt = _pyplot()
     n = c.size
@@ -220,7 +220,7 @@ def _prop1(c: Config, out: Path, factors: Dict[int, Tuple], rtol) -> Tuple[List[
     import numpy as np
     import torch
 
-    from .. import spectral as sp
+    import sinelr.spectral as sp
 
     plt = _pyplot()
 
@@ -273,7 +273,7 @@ def _omega0_seed_rows(c: Config) -> Tuple[List[Dict], List[str]]:
     Thm. 3.1's init U, V ~ U(+-1/N) with N = max(m, n); plus A_min0 and Prop. 1's range for that init."""
     import torch
 
-    from .. import spectral as sp
+    import sinelr.spectral as sp
 
     rows, skipped = [], []
     for shape in c.omega0_shapes:
@@ -374,8 +374,8 @@ def _omega0_plot(c: Config, out: Path, table: List[Dict]) -> None:
 
 def _summary_figures(c: Config, prov: Dict, res: Dict) -> List[str]:
     """summary.md: header and the Figs. 1-3 sections."""
-    from .. import spectral as sp
-    from ..report import markdown_table
+    import sinelr.spectral as sp
+    from sinelr.report import markdown_table
 
     sweep, rtol = res["sweep"], (c.rtol or None)
     key_omegas = [w for w in c.omegas if w in (1, 10, 100, 1000)] or list(c.omegas)[:4]
@@ -449,7 +449,7 @@ def _summary_prop1(prop: List[Dict], single: Dict) -> List[str]:
 
 def _summary_omega0(c: Config, table: List[Dict], skipped: List[str], seconds: float) -> List[str]:
     """summary.md: the empirical omega_0 table (Thm. 3.1's constant, measured)."""
-    from ..report import markdown_table
+    from sinelr.report import markdown_table
 
     def spread(r: Dict, col: str) -> str:
         if math.isnan(r[f"{col}_median"]):
@@ -496,8 +496,8 @@ def run(config: Config) -> Dict:
     _validate(config)
     import torch
 
-    from ..config import config_to_dict
-    from ..report import write_run_header
+    from sinelr.config import config_to_dict
+    from sinelr.report import write_run_header
 
     t0 = time.perf_counter()
     out = Path(config.out_dir)
