@@ -120,29 +120,6 @@ def fmt_ratio(r: Stats) -> str:
     return f"{r.median:.2f}x [{r.q1:.2f}-{r.q3:.2f}]"
 
 
-# ---- peak memory -----------------------------------------------------------------------------------
-def reset_peak_rss() -> bool:
-    """Reset this process's peak resident set size (Linux: write 5 to /proc/self/clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def rss_kib(field: str = "VmRSS") -> Optional[int]:
-    """VmRSS (current) or VmHWM (peak since the last reset) of this process in KiB, None if unknown."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 # ---- machine load ----------------------------------------------------------------------------------
 def _cpu_jiffies() -> Optional[int]:
     """Busy jiffies of all CPUs since boot (user+nice+system+irq+softirq+steal), None off Linux."""
