@@ -1,30 +1,29 @@
 """Speed and memory of one layer: dense nn.Linear vs LowRankLinear vs the naive sine formula vs SineLowRankLinear.
 
 For each shape (the paper's: ViT-S/B MLP layers and a 4096x4096 LLM projection) it measures
-- forward+backward time (median of --repeats after --warmup, methods interleaved round-robin so that
-  load changes on a shared machine hit every method alike),
-- bytes saved for backward, recorded with torch.autograd.graph.saved_tensors_hooks and deduplicated by
-  storage (data_ptr); reported including and excluding parameters (dense saves the input x and its
-  weight, which is a parameter; the input x is counted in both columns),
-- eval-mode inference under torch.no_grad (SineLowRankLinear uses its cached weight),
-and prints them as ratios to dense, with the command, torch version, machine and load average.
+- forward+backward time: `--repeats` rounds after `--warmup`, methods interleaved round-robin within a
+  round so that load changes hit every method alike; min, median and interquartile spread per method,
+  and the ratio to dense as the median (and IQR) of the per-round ratios. Dense (trainable nn.Linear)
+  is also the floor of the sine layer: both do three m x n x tokens GEMMs (y, grad_x, dL/dW);
+- the sine layer twice: eager elementwise chain (SINELR_COMPILE=0) and fused by torch.compile
+  (SINELR_COMPILE=1; compiled during warm-up);
+- bytes saved for backward (saved_tensors_hooks, deduplicated by storage, with/without parameters);
+- eval-mode inference under torch.no_grad (SineLowRankLinear uses its cached weight);
+- the load average and other processes' CPU use before and during the run: on a busy machine it refuses
+  to measure unless --allow-busy, and then marks the report BUSY.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_layers.py --out results/bench/layers_cpu.md
-    python benchmarks/bench_layers.py --quick            # small shapes, a few seconds
-    python benchmarks/bench_layers.py --dtype bf16       # autocast(bfloat16) on the device
-    python benchmarks/bench_layers.py --tokens-4096 1024 # fewer tokens for the 4096x4096 layer (slow CPUs)
+    OMP_NUM_THREADS=2 python benchmarks/bench_layers.py --runs 3 --out results/bench/layers_cpu.md
+    python benchmarks/bench_layers.py --quick --allow-busy   # small shapes, seconds (plus compile)
+    python benchmarks/bench_layers.py --dtype bf16           # autocast(bfloat16) on the device
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import shlex
-import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -35,15 +34,22 @@ if str(ROOT) not in sys.path:
 
 from sinelr.functional import naive_sine_lowrank_linear  # noqa: E402
 from sinelr.layers import LowRankLinear, SineLowRankLinear  # noqa: E402
-from sinelr.report import git_sha, machine_description  # noqa: E402
 
-from _common import saved_bytes  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+from _common import (  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+    Stats, add_common_args, check_args, compile_env, fmt_ratio, interleaved, provenance, ratio_stats,
+    saved_bytes, start_load_check, write_report,
+)
 
 # (in_features, out_features, rank, tokens): ViT-S MLP fc1 (384 -> 1536) at k=1 and 10, ViT-B fc1
 # (768 -> 3072) at k=10, and a 4096x4096 projection at k=8 (LLaMA-7B attention size).
 PAPER_SHAPES = [(384, 1536, 1, 4096), (384, 1536, 10, 4096), (768, 3072, 10, 2048), (4096, 4096, 8, 2048)]
 QUICK_SHAPES = [(64, 256, 4, 512), (256, 256, 8, 256)]
 OMEGA = 100.0
+# method -> SINELR_COMPILE while it runs (None: not a sine layer)
+METHODS: Dict[str, Optional[str]] = {
+    "dense": None, "lowrank": None, "naive_sine": None, "sine (eager)": "0", "sine (compiled)": "1",
+}
+TARGET = 1.05  # issue 19: SineLowRankLinear fwd+bwd <= 1.05x dense (its 3-GEMM floor)
 
 
 class NaiveSine(nn.Module):
@@ -68,106 +74,82 @@ def build(method: str, fin: int, fout: int, k: int, device: torch.device) -> nn.
     return NaiveSine(sine) if method == "naive_sine" else sine
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def bench_shape(fin: int, fout: int, k: int, tokens: int, methods: List[str], repeats: int, warmup: int,
-                device: torch.device, dtype: str) -> List[Dict]:
-    from contextlib import nullcontext
-
+def bench_shape(fin: int, fout: int, k: int, tokens: int, repeats: int, warmup: int, device: torch.device,
+                dtype: str, with_memory: bool) -> List[Dict]:
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if dtype == "bf16" else nullcontext
     gen = torch.Generator(device="cpu").manual_seed(1)
     x = torch.randn(tokens, fin, generator=gen).to(device).requires_grad_(True)
     gy = torch.randn(tokens, fout, generator=gen).to(device)
     if dtype == "bf16":
         gy = gy.bfloat16()
-    modules = {m: build(m, fin, fout, k, device) for m in methods}
+    modules = {m: build(m, fin, fout, k, device) for m in METHODS}
 
-    def train_step(mod: nn.Module) -> float:
-        for p in mod.parameters():
-            p.grad = None
-        x.grad = None
-        sync(device)
-        t = time.perf_counter()
-        with autocast():
-            y = mod(x)
-        y.backward(gy)
-        sync(device)
-        return time.perf_counter() - t
+    def train_step(name: str):
+        mod, mode = modules[name], METHODS[name]
 
-    def eval_step(mod: nn.Module) -> float:
-        sync(device)
-        t = time.perf_counter()
-        with torch.no_grad(), autocast():
-            mod(x)
-        sync(device)
-        return time.perf_counter() - t
+        def step() -> None:
+            for p in mod.parameters():
+                p.grad = None
+            x.grad = None
+            with compile_env(mode), autocast():
+                y = mod(x)
+            with compile_env(mode):
+                y.backward(gy)
+        return step
 
-    times = {m: [] for m in methods}
-    for i in range(warmup + repeats):  # round-robin: a load spike hits all methods alike
-        for m in methods:
-            dt_ = train_step(modules[m])
-            if i >= warmup:
-                times[m].append(dt_)
-    eval_methods = [m for m in methods if m != "naive_sine"]
+    def eval_step(name: str):
+        mod = modules[name]
+
+        def step() -> None:
+            with torch.no_grad(), autocast():
+                mod(x)
+        return step
+
+    times = interleaved({m: train_step(m) for m in METHODS}, warmup, repeats, device)
+    eval_methods = ["dense", "lowrank", "sine (eager)"]  # the sine layer's eval is a cached F.linear
     for m in eval_methods:
         modules[m].eval()
-    etimes = {m: [] for m in eval_methods}
-    for i in range(warmup + repeats):
-        for m in eval_methods:
-            dt_ = eval_step(modules[m])
-            if i >= warmup:
-                etimes[m].append(dt_)
+    etimes = interleaved({m: eval_step(m) for m in eval_methods}, warmup, repeats, device)
     rows = []
-    for m in methods:
+    for m in METHODS:
         modules[m].train()
-        total, no_params = saved_bytes(modules[m], x, autocast)
-        rows.append({
-            "method": m, "train_ms": 1e3 * statistics.median(times[m]),
-            "eval_ms": 1e3 * statistics.median(etimes[m]) if m in etimes else float("nan"),
-            "saved_mb": total / 2**20, "saved_noparam_mb": no_params / 2**20,
-            "params": sum(p.numel() for p in modules[m].parameters()),
-        })
-    base = rows[0]
-    for r in rows:
-        r["train_x"] = r["train_ms"] / base["train_ms"]
-        r["eval_x"] = r["eval_ms"] / base["eval_ms"]
-        r["saved_x"] = r["saved_mb"] / base["saved_mb"]
-        r["saved_noparam_x"] = r["saved_noparam_mb"] / base["saved_noparam_mb"]
+        row = {"method": m, "train": Stats.of(times[m]), "train_x": ratio_stats(times[m], times["dense"]),
+               "params": sum(p.numel() for p in modules[m].parameters())}
+        if m in etimes:
+            row["eval"], row["eval_x"] = Stats.of(etimes[m]), ratio_stats(etimes[m], etimes["dense"])
+        if with_memory:
+            total, no_params = saved_bytes(modules[m], x, autocast)
+            row["saved_mb"], row["saved_noparam_mb"] = total / 2**20, no_params / 2**20
+        rows.append(row)
     return rows
 
 
 def fmt_table(rows: List[Dict]) -> str:
-    head = ("| method | params | fwd+bwd ms | x dense | saved MB (incl. params) | x dense | "
-            "saved MB (excl. params) | x dense | eval ms (no_grad) | x dense |")
-    lines = [head, "|" + "---|" * 10]
+    mem = "saved_mb" in rows[0]
+    head = ("| method | params | fwd+bwd min ms | median ms | IQR | / dense (per-round median [IQR]) | "
+            "eval min ms | eval / dense |" + (" saved MB (incl. params) | saved MB (excl. params) |" if mem else ""))
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        ev = "n/a" if r["eval_ms"] != r["eval_ms"] else f"{r['eval_ms']:.2f} | {r['eval_x']:.2f}"
-        if ev == "n/a":
-            ev = "n/a | n/a"
-        lines.append(
-            f"| {r['method']} | {r['params']:,} | {r['train_ms']:.2f} | {r['train_x']:.2f} | {r['saved_mb']:.2f} | "
-            f"{r['saved_x']:.3f} | {r['saved_noparam_mb']:.2f} | {r['saved_noparam_x']:.3f} | {ev} |")
+        ev = f"{1e3 * r['eval'].min:.2f} | {fmt_ratio(r['eval_x'])}" if "eval" in r else "n/a | n/a"
+        line = f"| {r['method']} | {r['params']:,} | {r['train'].ms()} | {fmt_ratio(r['train_x'])} | {ev} |"
+        if mem:
+            line += f" {r['saved_mb']:.2f} | {r['saved_noparam_mb']:.2f} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="small shapes only (seconds)")
+    p.add_argument("--quick", action="store_true", help="small shapes only (seconds, plus the one-time compile)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16 = torch.autocast(bfloat16)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--repeats", type=int, default=10, help="timed repeats per method (median reported, >= 10)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up repeats")
     p.add_argument("--tokens-4096", type=int, default=None,
                    help="tokens for the 4096x4096 shape (default 2048; lower it on a slow CPU)")
     p.add_argument("--skip-large", action="store_true", help="leave out the 4096x4096 shape")
     p.add_argument("--only-large", action="store_true", help="only the 4096x4096 shape")
-    p.add_argument("--out", default=None, help="also write the markdown report here")
+    add_common_args(p)
     args = p.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0:
-        p.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
+    check_args(p, args)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     shapes = QUICK_SHAPES if args.quick else PAPER_SHAPES
@@ -177,41 +159,34 @@ def main(argv=None) -> int:
         shapes = [s_ for s_ in shapes if s_[:2] != (4096, 4096)]
     if args.tokens_4096:
         shapes = [(a, b, k, args.tokens_4096 if (a, b) == (4096, 4096) else t) for a, b, k, t in shapes]
-    methods = ["dense", "lowrank", "naive_sine", "sine"]
-    load0 = os.getloadavg()
+    load = start_load_check(args)
     t0 = time.perf_counter()
-    command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/bench_layers.py"] + sys.argv[1:])
-    env = " ".join(f"{v}={os.environ[v]}" for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if v in os.environ)
-    header = [
-        "# Layer benchmark: dense vs low-rank vs naive sine formula vs SineLowRankLinear",
-        "",
-        f"- command: `{(env + ' ') if env else ''}{command}`",
-        f"- torch {torch.__version__}; {machine_description()}; device {device}; dtype {args.dtype}"
-        + (" (torch.autocast bfloat16; sine argument and sine in fp32)" if args.dtype == "bf16" else ""),
-        f"- git {git_sha()}; date {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- load average (1, 5, 15 min) at start: {', '.join(f'{v:.2f}' for v in load0)} "
-        f"on {os.cpu_count()} cores (a shared machine: timings are noisy; methods are interleaved)",
-        f"- fwd+bwd: median of {args.repeats} after {args.warmup} warm-up; x requires grad (a layer inside a network); "
-        f"omega={OMEGA:g}, gain=sqrt(in)",
-        "- saved bytes: distinct storages packed by saved_tensors_hooks. Dense saves x and its weight (a parameter); "
-        "the sine layer saves x, U, V; the naive formula also keeps the m x n argument and weight.",
-        "",
-    ]
-    print("\n".join(header), flush=True)
-    body = []
-    for fin, fout, k, tokens in shapes:
-        rows = bench_shape(fin, fout, k, tokens, methods, args.repeats, args.warmup, device, args.dtype)
-        block = f"## {fin} -> {fout} (weight {fout}x{fin}), rank {k}, {tokens} tokens\n\n{fmt_table(rows)}\n"
-        print(block, flush=True)
-        body.append(block)
-    load1 = os.getloadavg()
-    footer = (f"\nTotal {time.perf_counter() - t0:.0f} s; load average at end: {', '.join(f'{v:.2f}' for v in load1)}.\n")
-    print(footer)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("\n".join(header) + "\n" + "\n".join(body) + footer)
-        print(f"wrote {out}")
+    body, verdicts = [], {}
+    for run in range(args.runs):
+        for fin, fout, k, tokens in shapes:
+            rows = bench_shape(fin, fout, k, tokens, args.repeats, args.warmup, device, args.dtype, with_memory=run == 0)
+            title = f"## Run {run + 1}: {fin} -> {fout} (weight {fout}x{fin}), rank {k}, {tokens} tokens"
+            block = f"{title}\n\n{fmt_table(rows)}\n"
+            print(block, flush=True)
+            body.append(block)
+            ratio = next(r for r in rows if r["method"] == "sine (compiled)")["train_x"].median
+            verdicts.setdefault((fin, fout, k, tokens), []).append(ratio)
+    load.finish()
+    targets = ["## Target (issue 19): sine fwd+bwd <= 1.05x dense (= its 3-GEMM floor), compiled chain", ""]
+    for (fin, fout, k, tokens), ratios in verdicts.items():
+        held = sum(r <= TARGET for r in ratios)
+        targets.append(f"- {fin} -> {fout} k={k}, {tokens} tokens: " + ", ".join(f"{r:.2f}x" for r in ratios)
+                       + f" -> held in {held} of {len(ratios)} runs")
+    header = provenance(
+        "Layer benchmark: dense vs low-rank vs naive sine formula vs SineLowRankLinear (eager / compiled chain)",
+        "benchmarks/bench_layers.py", device,
+        [f"- dtype {args.dtype}" + (" (torch.autocast bfloat16; sine argument and sine in fp32)" if args.dtype == "bf16" else ""),
+         f"- fwd+bwd: {args.repeats} rounds after {args.warmup} warm-up per run, {args.runs} run(s), methods interleaved; "
+         f"x requires grad; omega={OMEGA:g}, gain=sqrt(in). Ratios are the median [IQR] of per-round ratios.",
+         "- saved bytes (first run): distinct storages packed by saved_tensors_hooks.",
+         *load.lines(), *load.banner(),
+         f"- wall time {time.perf_counter() - t0:.0f} s", ""])
+    write_report("\n".join(header) + "\n" + "\n".join(body) + "\n" + "\n".join(targets) + "\n", args.out)
     return 0
 
 

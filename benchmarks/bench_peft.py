@@ -1,25 +1,28 @@
-"""Sine-LoRA cost against a frozen base layer, plain PEFT LoRA and the authors' formulation, in one run.
+"""Sine-LoRA cost against a frozen base layer, its 3-GEMM floor, plain PEFT LoRA and the authors' formulation.
 
-For each layer size: fwd+bwd time (median of --repeats after --warmup, methods interleaved so that
-load drift on a shared machine hits all of them alike) and the bytes autograd saves for backward
-(`torch.autograd.graph.saved_tensors_hooks`, deduplicated by storage pointer; also reported without
-parameters, which exist anyway). Then inference time of a merged sine-LoRA BERT (MiniLM-L6 shape)
-against the same base model. Prints a markdown report (and writes it with --out).
+For each layer size: fwd+bwd time (`--repeats` rounds after `--warmup`, methods interleaved within a
+round so that load drift on a shared machine hits all of them alike; min, median, interquartile spread,
+and ratios as the median [IQR] of per-round ratios) and the bytes autograd saves for backward. The
+floor is a trainable nn.Linear of the same shape: like sine-LoRA it does three large GEMMs (y, grad_x
+and dL/dW, which the sine factors need), where the frozen base does two. Sine-LoRA runs twice: eager
+elementwise chain (SINELR_COMPILE=0) and fused by torch.compile (SINELR_COMPILE=1, compiled during
+warm-up). Then inference of a merged and an unmerged sine-LoRA BERT (MiniLM-L6 shape) against the
+base model. The machine's load is checked before and during the run: on a busy machine the script
+refuses unless --allow-busy, and marks the report BUSY.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_peft.py --out results/bench/peft_cpu.md
+    OMP_NUM_THREADS=2 python benchmarks/bench_peft.py --runs 3 --out results/bench/peft_cpu.md
+    python benchmarks/bench_peft.py --quick --allow-busy      # small shapes, to try the script
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import math
-import os
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -31,11 +34,19 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 
 import sinelr.peft  # noqa: E402,F401
 from sinelr.peft import SineLoraConfig  # noqa: E402
-from sinelr.report import git_sha, machine_description  # noqa: E402
 
-from _common import saved_bytes  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+from _common import (  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+    Stats, add_common_args, check_args, compile_env, fmt_ratio, interleaved, provenance, ratio_stats,
+    saved_bytes, start_load_check, write_report,
+)
 
 MiB = 2**20
+BASE, FLOOR = "frozen base nn.Linear", "3-GEMM floor (trainable nn.Linear)"
+EAGER, COMPILED = "sinelr sine-LoRA, eager chain", "sinelr sine-LoRA, compiled chain"
+TARGET = 1.05  # issue 19: sine-LoRA fwd+bwd <= 1.05x its 3-GEMM floor, in every run
+# set by main(): where and in which dtype to run (--device, --dtype)
+DEVICE = torch.device("cpu")
+AUTOCAST: Callable = contextlib.nullcontext
 
 
 class AuthorsSineLora(nn.Module):
@@ -70,54 +81,50 @@ def _layers(n_in: int, n_out: int, r: int, omega: float, seed: int = 0) -> dict[
         copy.deepcopy(base), sine_layer.lora_A["default"].weight.detach(), sine_layer.lora_B["default"].weight.detach(),
         omega, math.sqrt(n_in), sine_layer.scaling["default"],
     )
+    floor = copy.deepcopy(base).requires_grad_(True)
     return {
-        "frozen base nn.Linear": base,
+        BASE: base,
+        FLOOR: floor,
         "PEFT LoRA": lora.base_model.model[0],
         "authors' sine-LoRA (naive autograd)": authors,
-        "sinelr sine-LoRA (ours)": sine_layer,
+        EAGER: sine_layer,
+        COMPILED: copy.deepcopy(sine_layer),
     }
 
 
-def fwd_bwd(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
+def fwd_bwd(module: nn.Module, x: torch.Tensor, grad: torch.Tensor, compile_mode: Optional[str]) -> Callable[[], None]:
     def step() -> None:
         x.grad = None
         module.zero_grad(set_to_none=True)
-        module(x).backward(grad)
+        with compile_env(compile_mode):
+            with AUTOCAST():
+                y = module(x)
+            y.backward(grad.to(y.dtype))
 
     return step
 
 
-def interleaved_medians(steps: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, float]:
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            t0 = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def bench_layers(n: int, r: int, tokens: int, omega: float, warmup: int, repeats: int) -> list[dict]:
-    layers = _layers(n, n, r, omega)
-    x = torch.randn(tokens, n, requires_grad=True)
-    grad = torch.randn(tokens, n)
-    with torch.no_grad():  # all three sine forms compute the same function
+def bench_layers(n: int, r: int, tokens: int, omega: float, warmup: int, repeats: int, with_memory: bool) -> list[dict]:
+    layers = {name: layer.to(DEVICE) for name, layer in _layers(n, n, r, omega).items()}
+    x = torch.randn(tokens, n).to(DEVICE).requires_grad_(True)
+    grad = torch.randn(tokens, n).to(DEVICE)
+    with torch.no_grad():  # all sine forms compute the same function
         ref = layers["authors' sine-LoRA (naive autograd)"](x)
-        ours = layers["sinelr sine-LoRA (ours)"](x)
-        assert torch.allclose(ref, ours, atol=1e-3, rtol=1e-4), (ref - ours).abs().max()
-    memory = {name: saved_bytes(layer, x) for name, layer in layers.items()}
-    times = interleaved_medians({name: fwd_bwd(layer, x, grad) for name, layer in layers.items()}, warmup, repeats)
-    base_t, (base_all, base_act) = times["frozen base nn.Linear"], memory["frozen base nn.Linear"]
+        ours = layers[EAGER](x)
+        if not torch.allclose(ref, ours, atol=1e-3, rtol=1e-4):
+            raise RuntimeError(f"sine-LoRA differs from the authors' form by {(ref - ours).abs().max():.3g}")
+    modes = {COMPILED: "1", EAGER: "0"}
+    memory = {name: saved_bytes(layer, x, AUTOCAST) for name, layer in layers.items()} if with_memory else {}
+    times = interleaved({name: fwd_bwd(layer, x, grad, modes.get(name)) for name, layer in layers.items()},
+                        warmup, repeats, DEVICE)
     rows = []
     for name in layers:
-        total, act = memory[name]
-        rows.append({
-            "shape": f"{n}x{n} r={r}", "method": name, "ms": 1e3 * times[name], "time_ratio": times[name] / base_t,
-            "saved_MiB": total / MiB, "saved_ratio": total / base_all, "saved_act_MiB": act / MiB,
-        })
+        row = {"shape": f"{n}x{n} r={r}", "method": name, "t": Stats.of(times[name]),
+               "x_base": ratio_stats(times[name], times[BASE]), "x_floor": ratio_stats(times[name], times[FLOOR])}
+        if with_memory:
+            total, act = memory[name]
+            row.update(saved_MiB=total / MiB, saved_ratio=total / memory[BASE][0], saved_act_MiB=act / MiB)
+        rows.append(row)
     return rows
 
 
@@ -127,7 +134,7 @@ def bench_merged_inference(batch: int, seq: int, warmup: int, repeats: int) -> d
 
     config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
     torch.manual_seed(0)
-    base = BertModel(config).eval()
+    base = BertModel(config).eval().to(DEVICE)
     adapted = get_peft_model(
         copy.deepcopy(base), SineLoraConfig(r=8, omega=200.0, target_modules=["query", "value", "dense"])
     )
@@ -136,18 +143,20 @@ def bench_merged_inference(batch: int, seq: int, warmup: int, repeats: int) -> d
             if "lora_B" in name:
                 p.normal_(0, 0.01)
     unmerged = adapted.eval()
-    ids = torch.randint(0, config.vocab_size, (batch, seq))
+    ids = torch.randint(0, config.vocab_size, (batch, seq)).to(DEVICE)
     with torch.no_grad():
         y_unmerged = unmerged(input_ids=ids).last_hidden_state
         merged = copy.deepcopy(unmerged).merge_and_unload().eval()
-        assert torch.allclose(merged(input_ids=ids).last_hidden_state, y_unmerged, atol=1e-4)
+        assert torch.allclose(merged(input_ids=ids).last_hidden_state, y_unmerged, atol=1e-3)
 
         def run(model: nn.Module) -> Callable[[], None]:
-            return lambda: model(input_ids=ids)
+            def call() -> None:
+                with AUTOCAST():
+                    model(input_ids=ids)
+            return call
 
-        times = interleaved_medians(
-            {"base": run(base), "merged": run(merged), "unmerged": run(unmerged)}, warmup, repeats
-        )
+        times = interleaved({"base": run(base), "merged": run(merged), "unmerged": run(unmerged)}, warmup, repeats,
+                            DEVICE)
     return times
 
 
@@ -156,78 +165,94 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--tokens", type=int, default=2048, help="tokens (batch x sequence) per layer call at 768x768")
     parser.add_argument("--tokens-large", type=int, default=1024, help="tokens per layer call at 4096x4096")
     parser.add_argument("--omega", type=float, default=200.0)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=8, help="merged-inference batch size")
-    parser.add_argument("--seq", type=int, default=128, help="merged-inference sequence length")
-    parser.add_argument("--out", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--batch", type=int, default=8, help="inference batch size")
+    parser.add_argument("--seq", type=int, default=128, help="inference sequence length")
+    parser.add_argument("--quick", action="store_true", help="256x256 r=4 (512 tokens) only, batch 2 x 32 inference")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16 = torch.autocast(bfloat16)")
+    add_common_args(parser)
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0:
-        parser.error("--repeats must be >= 1 and --warmup >= 0")
-
-    load_before = os.getloadavg()[0]
+    check_args(parser, args)
+    global DEVICE, AUTOCAST
+    DEVICE = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    if args.dtype == "bf16":
+        AUTOCAST = lambda: torch.autocast(DEVICE.type, dtype=torch.bfloat16)  # noqa: E731
+    shapes = [(768, 4, args.tokens), (4096, 8, args.tokens_large)]
+    if args.quick:
+        shapes, args.batch, args.seq = [(256, 4, 512)], 2, 32
+    load = start_load_check(args)
     start = time.perf_counter()
-    rows = bench_layers(768, 4, args.tokens, args.omega, args.warmup, args.repeats)
-    rows += bench_layers(4096, 8, args.tokens_large, args.omega, args.warmup, args.repeats)
-    inference = bench_merged_inference(args.batch, args.seq, args.warmup, args.repeats)
+    runs = []
+    for run in range(args.runs):
+        rows = []
+        for n, r, tokens in shapes:
+            rows += bench_layers(n, r, tokens, args.omega, args.warmup, args.repeats, with_memory=run == 0)
+        inference = bench_merged_inference(args.batch, args.seq, args.warmup, args.repeats)
+        runs.append((rows, inference))
+    load.finish()
     elapsed = time.perf_counter() - start
 
-    lines = [
-        "# sine-LoRA benchmark (CPU)",
-        "",
-        f"- command: `{' '.join(['python'] + sys.argv)}` (OMP_NUM_THREADS={torch.get_num_threads()} threads)",
-        f"- torch {torch.__version__}, peft {peft.__version__}, python {platform.python_version()}",
-        f"- machine: {machine_description()}",
-        f"- git sha: {git_sha()}",
-        f"- tokens per call: {args.tokens} at 768x768, {args.tokens_large} at 4096x4096; omega={args.omega}; "
-        f"fp32; x requires grad, base weight frozen; median of {args.repeats} after {args.warmup} warm-up, "
-        "methods interleaved",
-        f"- wall time of this run: {elapsed:.0f} s; 1-min load average {load_before:.1f} at start, "
-        f"{os.getloadavg()[0]:.1f} at end (other jobs share the {os.cpu_count()} cores)",
-        "",
-        "## Layer fwd+bwd (ratios to the frozen base layer of the same shape)",
-        "",
-        "| shape | method | fwd+bwd ms | time / base | saved for bwd MiB | saved / base | saved excl. params MiB |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['shape']} | {row['method']} | {row['ms']:.1f} | {row['time_ratio']:.2f}x | "
-            f"{row['saved_MiB']:.1f} | {row['saved_ratio']:.2f}x | {row['saved_act_MiB']:.1f} |"
-        )
-    lines += [
-        "",
-        f"## Inference, BERT of MiniLM-L6 shape (384 hidden, 6 layers), batch {args.batch} x {args.seq} tokens",
-        "",
-        "| model | ms | / base |",
-        "|---|---:|---:|",
-    ]
-    for name in ("base", "merged", "unmerged"):
-        label = {"base": "base model", "merged": "merged sine-LoRA (merge_and_unload)",
-                 "unmerged": "unmerged sine-LoRA (eval)"}[name]
-        lines.append(f"| {label} | {1e3 * inference[name]:.1f} | {inference[name] / inference['base']:.3f}x |")
-
-    by = {(row["shape"], row["method"]): row for row in rows}
-    lines += ["", "## Targets", ""]
-    for shape in ("768x768 r=4", "4096x4096 r=8"):
-        ours, lora = by[(shape, "sinelr sine-LoRA (ours)")], by[(shape, "PEFT LoRA")]
-        t_ok = ours["time_ratio"] <= 1.6
-        m_ok = ours["saved_MiB"] <= lora["saved_MiB"] * 1.01
-        lines.append(
-            f"- {shape}: fwd+bwd {ours['time_ratio']:.2f}x base (target <= 1.6x: {'met' if t_ok else 'MISSED'}); "
-            f"saved {ours['saved_MiB']:.1f} MiB vs PEFT LoRA {lora['saved_MiB']:.1f} MiB "
-            f"(target <= LoRA + 1%: {'met' if m_ok else 'MISSED'})"
-        )
-    ratio = inference["merged"] / inference["base"]
-    lines.append(
-        f"- merged inference {ratio:.3f}x base (target within 3%: {'met' if abs(ratio - 1) <= 0.03 else 'MISSED'}; "
-        "the merged model is a plain transformers model, so any gap is timing noise)"
+    lines = provenance(
+        "sine-LoRA benchmark", "benchmarks/bench_peft.py", DEVICE,
+        [f"- peft {peft.__version__}; {args.dtype}" + (" (torch.autocast bfloat16; sine argument and sine in fp32)"
+                                                      if args.dtype == "bf16" else "") + f"; omega={args.omega}; tokens per call: "
+         + ", ".join(f"{t} at {n}x{n}" for n, _, t in shapes) + "; x requires grad, base weight frozen",
+         f"- {args.repeats} rounds after {args.warmup} warm-up per run, {args.runs} run(s), methods interleaved; "
+         "times are min | median | IQR/median; ratios are the median [IQR] of per-round ratios",
+         *load.lines(), *load.banner(), f"- wall time {elapsed:.0f} s"],
     )
+    for i, (rows, inference) in enumerate(runs):
+        lines += [
+            "",
+            f"## Run {i + 1}: layer fwd+bwd",
+            "",
+            "| shape | method | min ms | median ms | IQR | / base | / 3-GEMM floor |"
+            + (" saved for bwd MiB | saved / base | saved excl. params MiB |" if i == 0 else ""),
+            "|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if i == 0 else ""),
+        ]
+        for row in rows:
+            line = (f"| {row['shape']} | {row['method']} | {row['t'].ms()} | {fmt_ratio(row['x_base'])} | "
+                    f"{fmt_ratio(row['x_floor'])} |")
+            if i == 0:
+                line += f" {row['saved_MiB']:.1f} | {row['saved_ratio']:.2f}x | {row['saved_act_MiB']:.1f} |"
+            lines.append(line)
+        lines += [
+            "",
+            f"## Run {i + 1}: inference, BERT of MiniLM-L6 shape (384 hidden, 6 layers), batch {args.batch} x {args.seq} tokens",
+            "",
+            "| model | min ms | median ms | IQR | / base |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, label in (("base", "base model"), ("merged", "merged sine-LoRA (merge_and_unload)"),
+                            ("unmerged", "unmerged sine-LoRA (eval)")):
+            lines.append(f"| {label} | {Stats.of(inference[name]).ms()} | "
+                         f"{fmt_ratio(ratio_stats(inference[name], inference['base']))} |")
+
+    lines += ["", f"## Targets (issue 19), over {args.runs} run(s)", ""]
+    for n, r, _ in shapes:
+        shape = f"{n}x{n} r={r}"
+        for method in (COMPILED, EAGER):
+            ratios = [next(x for x in rows if x["shape"] == shape and x["method"] == method)["x_floor"].median
+                      for rows, _ in runs]
+            held = sum(v <= TARGET for v in ratios)
+            lines.append(f"- {shape}, {method}: fwd+bwd / 3-GEMM floor " + ", ".join(f"{v:.2f}x" for v in ratios)
+                         + f" (target <= {TARGET}x: held in {held} of {len(ratios)} runs)")
+    rows0 = runs[0][0]
+    for n, r, _ in shapes:
+        shape = f"{n}x{n} r={r}"
+        ours = next(x for x in rows0 if x["shape"] == shape and x["method"] == COMPILED)
+        lora = next(x for x in rows0 if x["shape"] == shape and x["method"] == "PEFT LoRA")
+        ok = ours["saved_MiB"] <= lora["saved_MiB"] * 1.01
+        lines.append(f"- {shape}: saved for backward {ours['saved_MiB']:.1f} MiB vs PEFT LoRA {lora['saved_MiB']:.1f} MiB "
+                     f"(target <= LoRA + 1%: {'met' if ok else 'MISSED'})")
+    for key, label, target in (("merged", "merged", 1.03), ("unmerged", "unmerged (eval)", 1.05)):
+        ratios = [ratio_stats(inf[key], inf["base"]).median for _, inf in runs]
+        held = sum(v <= target for v in ratios)
+        lines.append(f"- {label} inference / base: " + ", ".join(f"{v:.3f}x" for v in ratios)
+                     + f" (target <= {target}x: held in {held} of {len(ratios)} runs)")
     report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    write_report(report, args.out)
     return report
 
 

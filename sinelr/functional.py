@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional
+import os
+import warnings
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,7 @@ __all__ = [
     "sine_lowrank_linear",
     "naive_sine_lowrank_linear",
     "compute_dtype_for",
+    "compile_mode",
 ]
 
 
@@ -90,17 +93,138 @@ def sine_lowrank_weight(
 _GRAD_BLOCK = 1 << 22
 
 
-def _sweep(a: torch.Tensor, omega: float, c: float, base: Optional[torch.Tensor]) -> torch.Tensor:
+def _sweep(a: torch.Tensor, omega: float, c: float, base: Optional[torch.Tensor], fused: bool = False) -> torch.Tensor:
     """In place on the raw product a = U @ V^T (work dtype): a := c * sin(omega * a) (+ base).
 
     The same elementwise ops in the same order as the formula, so blocks of the weight equal the
-    corresponding rows of sin(omega * (U @ V^T)) * c exactly.
+    corresponding rows of sin(omega * (U @ V^T)) * c exactly. `fused` runs the chain as one
+    compiled pass (see `_elementwise`).
     """
-    a.mul_(omega).sin_()
-    if c != 1.0:
-        a.mul_(c)
-    if base is not None:
-        a.add_(base)
+    return _elementwise(a, omega, c, base=base, fused=fused)
+
+
+# ---- the elementwise chain, eager or fused ---------------------------------------------------------
+# Around its GEMMs the op does O(mn) elementwise work: *omega, sin (and cos in backward), *scale/gain,
+# +W0, *dL/dW. Eagerly each is a separate pass over an (m, n) buffer (and an OpenMP region on CPU);
+# torch.compile (Inductor: C++/OpenMP on CPU, Triton on CUDA) fuses the chain into one pass from the
+# same source. Compile is optional and lazy: SINELR_COMPILE=0 (or off) turns it off, =1 (or on) turns
+# it on for every size, unset / auto turns it on only for weights of at least _COMPILE_MIN_NUMEL
+# elements, where the one-time compile (~10-50 s on a small CPU; cached on disk by Inductor
+# afterwards) pays back within a few hundred training steps. If the compiler is missing or compile
+# fails, one warning is issued and the eager chain (the same numbers up to float rounding) is used.
+_COMPILE_MIN_NUMEL = 1 << 22  # 4M elements, e.g. a 2048 x 2048 weight
+_COMPILED: Optional[Callable] = None
+_COMPILE_BROKEN = False
+_COMPILE_OK_KEYS: set = set()
+
+
+def compile_mode() -> str:
+    """'off', 'on' or 'auto', from the environment variable SINELR_COMPILE (read at every call)."""
+    raw = os.environ.get("SINELR_COMPILE", "auto").strip().lower()
+    if raw in ("0", "off", "false", "no"):
+        return "off"
+    if raw in ("1", "on", "true", "yes"):
+        return "on"
+    if raw in ("", "auto"):
+        return "auto"
+    raise ValueError(f"SINELR_COMPILE must be one of 0/off, 1/on, auto, got {raw!r}")
+
+
+def _want_fused(numel: int, device: torch.device) -> bool:
+    """Whether the op should use the compiled elementwise chain for a weight of `numel` elements."""
+    if _COMPILE_BROKEN or device.type not in ("cpu", "cuda"):
+        return False
+    mode = compile_mode()
+    if mode == "off":
+        return False
+    if torch.compiler.is_compiling():  # inside a user's torch.compile: Dynamo traces the eager chain
+        return False
+    return mode == "on" or numel >= _COMPILE_MIN_NUMEL
+
+
+def _chain(
+    a: torch.Tensor, omega: float, c: float, base: Optional[torch.Tensor], w_out: Optional[torch.Tensor],
+    gw: Optional[torch.Tensor],
+) -> None:
+    """The chain written once for the compiler (in place, one pass): see `_elementwise`."""
+    t = a * omega
+    if gw is None:
+        w = torch.sin(t) * c
+        a.copy_(w if base is None else w + base)
+        return
+    if w_out is not None:
+        w = torch.sin(t) * c
+        w_out.copy_(w if base is None else w + base)
+    a.copy_(torch.cos(t) * gw)
+
+
+def _chain_eager(
+    a: torch.Tensor, omega: float, c: float, base: Optional[torch.Tensor], w_out: Optional[torch.Tensor],
+    gw: Optional[torch.Tensor],
+) -> None:
+    """The same chain as in-place eager ops (the reference path, and the fallback)."""
+    a.mul_(omega)
+    if gw is None:
+        a.sin_()
+        w = a
+    elif w_out is not None:
+        w = torch.sin(a, out=w_out)
+    else:
+        w = None
+    if w is not None:
+        if c != 1.0:
+            w.mul_(c)
+        if base is not None:
+            w.add_(base)
+    if gw is not None:
+        a.cos_().mul_(gw)
+
+
+def _compiled_chain() -> Optional[Callable]:
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = torch.compile(_chain, dynamic=True, fullgraph=True)
+    return _COMPILED
+
+
+def _elementwise(
+    a: torch.Tensor, omega: float, c: float, *, base: Optional[torch.Tensor] = None,
+    w_out: Optional[torch.Tensor] = None, gw: Optional[torch.Tensor] = None, fused: bool = False,
+) -> torch.Tensor:
+    """In place on a = U V^T (rows of it, work dtype), one pass when `fused`:
+
+    - gw None (forward):   a := c * sin(omega a) + base;                         returns a
+    - gw given (backward): w_out := c * sin(omega a) + base (if w_out is given),
+                           a := cos(omega a) * gw (dL/dA / omega, before the thin GEMMs); returns a
+    """
+    global _COMPILE_BROKEN
+    if fused and not _COMPILE_BROKEN:
+        fn = _compiled_chain()
+        key = (a.device.type, a.dtype, None if base is None else base.dtype, w_out is not None,
+               None if gw is None else gw.dtype)
+        if key in _COMPILE_OK_KEYS:
+            fn(a, omega, c, base, w_out, gw)
+            return a
+        # First call of this variant: compile on copies, so a failure leaves the inputs untouched.
+        a_try, w_try = a.clone(), None if w_out is None else w_out.clone()
+        try:
+            fn(a_try, omega, c, base, w_try, gw)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means: use eager
+            _COMPILE_BROKEN = True
+            warnings.warn(
+                f"sinelr: torch.compile of the fused sine chain failed ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); using the eager chain (same numbers, "
+                "slower). Set SINELR_COMPILE=0 to skip the attempt.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        else:
+            _COMPILE_OK_KEYS.add(key)
+            a.copy_(a_try)
+            if w_out is not None:
+                w_out.copy_(w_try)
+            return a
+    _chain_eager(a, omega, c, base, w_out, gw)
     return a
 
 
@@ -125,6 +249,7 @@ class _SineLowRankLinear(torch.autograd.Function):
             base = None if base_weight is None else base_weight.detach()
             b = None if bias is None else bias.to(compute_dtype)
             Uw, Vw = U.detach().to(work), V.detach().to(work)
+            fused = _want_fused(m * n, x.device)
             rows = max(1, _GRAD_BLOCK // max(1, n))
             if x.device.type == "cpu" and compute_dtype == work and rows < m:
                 # Large weights on CPU: build the weight in 16 MiB row blocks (one reused buffer) and
@@ -135,20 +260,21 @@ class _SineLowRankLinear(torch.autograd.Function):
                 for i in range(0, m, rows):
                     r = min(rows, m - i)
                     w = torch.mm(Uw[i:i + r], Vw.T, out=buf[:r])
-                    _sweep(w, omega, scale / gain, None if base is None else base[i:i + r])
+                    _sweep(w, omega, scale / gain, None if base is None else base[i:i + r], fused)
                     y2[:, i:i + r] = x2 @ w.T
                 if b is not None:
                     y2.add_(b)
                 y = y2.reshape(*x.shape[:-1], m)
             else:
                 weight = Uw @ Vw.T
-                _sweep(weight, omega, scale / gain, base)
+                _sweep(weight, omega, scale / gain, base, fused)
                 weight = weight.to(compute_dtype)
                 y = F.linear(x.to(compute_dtype), weight, b)
         ctx.save_for_backward(x, U, V, base_weight)
         ctx.x_dtype = x_in_dtype
         ctx.omega, ctx.gain, ctx.scale, ctx.compute_dtype = omega, gain, scale, compute_dtype
         ctx.has_bias = bias is not None
+        ctx.fused = fused
         ctx.bias_dtype = None if bias is None else bias.dtype
         return y
 
@@ -163,6 +289,7 @@ class _SineLowRankLinear(torch.autograd.Function):
         k = U.shape[1]
         c = scale / gain
         dev = U.device
+        fused = ctx.fused and not _COMPILE_BROKEN
         gx = gU = gV = gb = gW0 = None
         with torch.autocast(grad_out.device.type, enabled=False):
             g2 = grad_out.to(cd).reshape(-1, m)
@@ -174,7 +301,7 @@ class _SineLowRankLinear(torch.autograd.Function):
             blocked_x = need_x and cd == work
             if need_x and not blocked_x:
                 weight = Uw @ Vw.T
-                _sweep(weight, omega, c, base_weight)
+                _sweep(weight, omega, c, base_weight, fused)
                 gx2 = g2 @ weight.to(cd)
                 del weight
             gW = None
@@ -194,20 +321,27 @@ class _SineLowRankLinear(torch.autograd.Function):
                 gVt = torch.zeros((k, n), dtype=work, device=dev) if need_factors else None
                 for i in range(0, m, rows):
                     r = min(rows, m - i)
-                    a = torch.mm(Uw[i:i + r], Vw.T, out=buf_a[:r]).mul_(omega)
-                    if blocked_x:
-                        w = torch.sin(a, out=buf_s[:r]) if need_factors else a.sin_()
-                        if c != 1.0:
-                            w.mul_(c)
-                        if base_weight is not None:
-                            w.add_(base_weight[i:i + r])
+                    a = torch.mm(Uw[i:i + r], Vw.T, out=buf_a[:r])
+                    base_rows = None if base_weight is None else base_weight[i:i + r]
+                    gw = None
+                    if need_factors:
+                        gw = gW[i:i + r] if gW is not None else torch.mm(g2[:, i:i + r].T, x2, out=buf_g[:r])
+                    # One pass (fused) or the eager ops: w = c sin(omega a) + W0 rows (if grad_x is
+                    # blocked), and a := cos(omega a) * dL/dW rows (if the factors need gradients).
+                    w = None
+                    if blocked_x and need_factors:
+                        w = buf_s[:r]
+                        _elementwise(a, omega, c, base=base_rows, w_out=w, gw=gw, fused=fused)
+                    elif blocked_x:
+                        w = _elementwise(a, omega, c, base=base_rows, fused=fused)
+                    else:
+                        _elementwise(a, omega, c, w_out=None, gw=gw, fused=fused)
+                    if w is not None:
                         if gx2 is None:
                             gx2 = g2[:, i:i + r] @ w
                         else:
                             gx2.addmm_(g2[:, i:i + r], w)
                     if need_factors:
-                        gw = gW[i:i + r] if gW is not None else torch.mm(g2[:, i:i + r].T, x2, out=buf_g[:r])
-                        a.cos_().mul_(gw)
                         torch.mm(a, Vw, out=gUw[i:i + r])
                         gVt.addmm_(Uw[i:i + r].T, a)
                 f = omega * c

@@ -8,6 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SINELR_NO_PROGRESS", "1")
+# No torch.compile in the suite (slow to compile); tests marked `compile` turn it on on small shapes.
+os.environ.setdefault("SINELR_COMPILE", "0")
 SHARED_DATA = Path(os.environ.get("SINELR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
