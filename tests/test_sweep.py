@@ -214,3 +214,21 @@ def test_every_training_key_of_a_recipe_is_in_its_fingerprint(tmp_path, recipe):
         else:
             assert s.run_folder(point) != folder, key
         assert s.results_fingerprint != sweep(base).results_fingerprint, key
+
+
+def test_one_kind_lookup_builds_every_kind_and_refuses_unknown_names():
+    import torch
+
+    from sinelr.kinds import canonical_kind, linear_factory
+    from sinelr.layers import LowRankLinear, SineLowRankLinear
+
+    assert canonical_kind("full") == "dense" and canonical_kind("dense") == "dense"
+    assert isinstance(linear_factory("full")(4, 6), torch.nn.Linear)
+    low = linear_factory("lowrank", 2)(4, 6, bias=False)
+    assert isinstance(low, LowRankLinear) and low.bias is None
+    sine = linear_factory("sine", 3, omega=30.0)(4, 6)
+    assert isinstance(sine, SineLowRankLinear) and sine.omega == 30.0
+    with pytest.raises(ValueError, match="'conv'"):
+        linear_factory("conv", 2)
+    with pytest.raises(ValueError, match="needs an int rank >= 1, got None"):
+        linear_factory("sine")

@@ -7,8 +7,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from ..convert import LAYER_KINDS
-from ..functional import check_omega
+from ..kinds import DEFAULT_OMEGA_FROM_SCRATCH, linear_factory
 
 __all__ = ["GaussianActivation", "OccupancyMLP", "hidden_linear_factory", "LinearFactory"]
 
@@ -34,20 +33,12 @@ class GaussianActivation(nn.Module):
         return f"scale={self.scale:g}"
 
 
-def hidden_linear_factory(kind: str = "dense", rank: Optional[int] = None, omega: float = 100.0,
-                          gain: Optional[float] = None) -> LinearFactory:
-    """A factory (in, out) -> layer for the hidden layers: 'dense' (nn.Linear), 'lowrank' or 'sine' at `rank`."""
-    if kind in ("dense", "full"):
-        return nn.Linear
-    if kind not in LAYER_KINDS:
-        raise ValueError(f"hidden layer kind must be 'dense', 'lowrank' or 'sine', got {kind!r}")
-    if rank is None:
-        raise ValueError(f"hidden layer kind {kind!r} needs a rank")
-    cls = LAYER_KINDS[kind]
-    if kind == "sine":
-        omega = check_omega(omega)
-        return lambda i, o: cls(i, o, rank, omega=omega, gain=gain)
-    return lambda i, o: cls(i, o, rank)
+def hidden_linear_factory(kind: str = "dense", rank: Optional[int] = None,
+                          omega: float = DEFAULT_OMEGA_FROM_SCRATCH, gain: Optional[float] = None) -> LinearFactory:
+    """A factory (in, out) -> layer for the hidden layers: 'dense' (nn.Linear), 'lowrank' or 'sine' at `rank`.
+
+    A thin name for `sinelr.kinds.linear_factory`, the one layer-kind lookup."""
+    return linear_factory(kind, rank, omega=omega, gain=gain)
 
 
 class OccupancyMLP(nn.Module):
