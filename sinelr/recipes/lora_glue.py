@@ -218,14 +218,16 @@ def _model_and_optimizer(config: Config, point: Dict[str, Any], data: TaskData, 
     return model, optimizer, sum(p.numel() for g in groups.values() for p in g)
 
 
-def run_one(config: Config, point: Dict[str, Any], folder: Path, session: Session) -> Dict[str, Any]:
-    """One fine-tune into `folder` (checkpoint/, adapter/): adapter on q/v + head, then dev metrics."""
+def _train(config: Config, point: Dict[str, Any], folder: Path, data: TaskData, session: Session):
+    """Fine-tune the point's adapter and head (resuming from folder/checkpoint); saves folder/adapter and
+    folder/train.json. Returns the unwrapped model and the training record."""
     import torch
 
     from ..data.glue import collate
+    from ..report import write_json
     from ..train import cosine_with_warmup, train_loop
 
-    data, acc, seed = session.data[point["task"]], session.accelerator, point["seed"]
+    acc, seed = session.accelerator, point["seed"]
     model, optimizer, trainable = _model_and_optimizer(config, point, data, session)
     global_bs, n = config.batch_size * acc.num_processes, len(data.train)
     steps_per_epoch = max(1, n // global_bs)
@@ -234,7 +236,7 @@ def run_one(config: Config, point: Dict[str, Any], folder: Path, session: Sessio
     # The scheduler is not prepared: `total` already counts global steps, and a prepared scheduler would
     # step once per process under DDP. It acts on the wrapped optimizer's (shared) param groups.
     model, optimizer = acc.prepare(model, optimizer)
-    pad_id = session.tokenizer.pad_token_id if session.tokenizer.pad_token_id is not None else 0
+    pad_id = _pad_id(session)
     perms: Dict[int, List[int]] = {}
 
     def step_fn(step: int):
@@ -253,16 +255,43 @@ def run_one(config: Config, point: Dict[str, Any], folder: Path, session: Sessio
                         checkpoint_every=config.checkpoint_every, config_fingerprint=folder.name,
                         accelerator=acc, grad_clip=config.grad_clip or None, desc=folder.name[:60])
     unwrapped = acc.unwrap_model(model)
-    metrics = evaluate(unwrapped, data, pad_id, config.eval_batch_size, acc.device)
+    info = {"trainable_params": trainable, "train_seconds": result.seconds, "steps": total,
+            "final_loss": result.final_loss}
     if acc.is_main_process:
         unwrapped.save_pretrained(str(folder / "adapter"))  # safetensors adapter + head
+        write_json(folder / "train.json", info)
         if not config.keep_checkpoints:
             shutil.rmtree(ckpt, ignore_errors=True)
     acc.wait_for_everyone()
+    return unwrapped, info
+
+
+def _trained(config: Config, point: Dict[str, Any], folder: Path, data: TaskData, session: Session):
+    """The saved adapter and training record of a finished fine-tune in `folder` (a rerun that changes only
+    evaluation keys), or None."""
+    from ..models import encoder_classifier as ec
+    from ..train import seed_everything
+
+    if not (folder / "train.json").is_file() or not (folder / "adapter" / "adapter_config.json").is_file():
+        return None
+    seed_everything(point["seed"])
+    base = ec.load_classifier(session.model_path, data.spec.num_labels, config.pooling)
+    model = ec.load_peft_model(base, folder / "adapter").to(session.accelerator.device)
+    return model, json.loads((folder / "train.json").read_text())
+
+
+def _pad_id(session: Session) -> int:
+    return session.tokenizer.pad_token_id if session.tokenizer.pad_token_id is not None else 0
+
+
+def run_one(config: Config, point: Dict[str, Any], folder: Path, session: Session) -> Dict[str, Any]:
+    """One point into `folder`: fine-tune (or reuse the finished adapter of this folder), then dev metrics."""
+    data = session.data[point["task"]]
+    model, info = _trained(config, point, folder, data, session) or _train(config, point, folder, data, session)
+    metrics = evaluate(model, data, _pad_id(session), config.eval_batch_size, session.accelerator.device)
     (name, value), *rest = metrics.items()
-    return {"trainable_params": trainable, "metric_name": name, "metric": value,
-            "metric2_name": rest[0][0] if rest else None, "metric2": rest[0][1] if rest else None,
-            "train_seconds": result.seconds, "steps": total, "final_loss": result.final_loss}
+    return {**info, "metric_name": name, "metric": value,
+            "metric2_name": rest[0][0] if rest else None, "metric2": rest[0][1] if rest else None}
 
 
 # ------------------------------------------------------------------------------------------ render
