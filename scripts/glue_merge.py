@@ -1,50 +1,51 @@
 """Merge the per-process parts of a parallel GLUE sweep into one results folder.
 
-    python scripts/glue_merge.py OUT_DIR PART_DIR [PART_DIR ...]
+    python scripts/glue_merge.py OUTPUT_DIR PART_DIR [PART_DIR ...]
 
-Rows of summary.csv are merged by their key (a later part wins), metrics/*.json are copied, and sweep.json /
-config.json / provenance.json are taken from the first part; every part must hold the same sweep settings
-(sweep.json). Then run `sinelr glue --summary-only --out-dir OUT_DIR ...` to write summary.md.
+Two processes must not share an output folder, so a parallel sweep writes one folder per process. Every
+part must record the same settings (settings.json, written by sinelr's sweep runner), and so must
+OUTPUT_DIR when it exists. Rows of summary.csv are merged by their key (a later part wins), provenance.json
+lists the commands of every part, config.json is the first part's. Then
+`sinelr glue --render-only true --output-dir OUTPUT_DIR ...` writes summary.md.
 """
-import csv
 import json
 import shutil
 import sys
 from pathlib import Path
 
-from sinelr.recipes.lora_glue import SUMMARY_COLUMNS, SUMMARY_KEY
+from sinelr.data.glue import RESULT_COLUMNS, RESULT_KEY
+from sinelr.report import ResultsTable, write_json
+
+
+def _settings(folder: Path) -> dict:
+    path = folder / "settings.json"
+    if not (folder / "summary.csv").is_file() or not path.is_file():
+        raise SystemExit(f"{folder}: expected summary.csv and settings.json (a results folder of `sinelr glue`)")
+    return json.loads(path.read_text())["settings"]
 
 
 def main(argv):
     if len(argv) < 2:
         raise SystemExit(__doc__)
     out, parts = Path(argv[0]), [Path(p) for p in argv[1:]]
-    sweeps = []
+    settings = [_settings(p) for p in parts]
+    if any(s != settings[0] for s in settings):
+        diff = sorted(k for s in settings for k in set(s) | set(settings[0]) if s.get(k) != settings[0].get(k))
+        raise SystemExit(f"the parts hold results of different settings (differing keys: {diff}); not merging")
+    if (out / "summary.csv").is_file() and _settings(out) != settings[0]:
+        raise SystemExit(f"{out} holds results of other settings; not merging into it")
+    table = ResultsTable(out / "summary.csv", RESULT_COLUMNS, RESULT_KEY)
+    runs = json.loads((out / "provenance.json").read_text()).get("runs", []) if (out / "provenance.json").is_file() else []
     for p in parts:
-        if not (p / "summary.csv").is_file() or not (p / "sweep.json").is_file():
-            raise SystemExit(f"{p}: expected summary.csv and sweep.json (a results folder of `sinelr glue`)")
-        sweeps.append(json.loads((p / "sweep.json").read_text()))
-    if any(s != sweeps[0] for s in sweeps):
-        raise SystemExit(f"the parts hold different sweep settings: {sweeps}")
-    if (out / "sweep.json").is_file() and json.loads((out / "sweep.json").read_text()) != sweeps[0]:
-        raise SystemExit(f"{out} holds results of another setup; not merging into it")
-    rows = {}
-    for p in parts:
-        with (p / "summary.csv").open(newline="") as fh:
-            for r in csv.DictReader(fh):
-                rows[tuple(r[k] for k in SUMMARY_KEY)] = r
-        for f in sorted((p / "metrics").glob("*.json")):
-            (out / "metrics").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, out / "metrics" / f.name)
+        for row in ResultsTable(p / "summary.csv", RESULT_COLUMNS, RESULT_KEY).rows:
+            table.add(row, save=False)
+        runs += json.loads((p / "provenance.json").read_text()).get("runs", [])
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("sweep.json", "config.json", "provenance.json"):
-        shutil.copy2(parts[0] / name, out / name)
-    with (out / "summary.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=SUMMARY_COLUMNS)
-        w.writeheader()
-        for r in rows.values():
-            w.writerow({k: r.get(k, "") for k in SUMMARY_COLUMNS})
-    print(f"{len(rows)} rows from {len(parts)} parts -> {out / 'summary.csv'}")
+    table.save()
+    shutil.copy2(parts[0] / "settings.json", out / "settings.json")
+    shutil.copy2(parts[0] / "config.json", out / "config.json")
+    write_json(out / "provenance.json", {**json.loads((parts[0] / "provenance.json").read_text()), "runs": runs})
+    print(f"{len(table.rows)} rows from {len(parts)} parts -> {out / 'summary.csv'}")
 
 
 if __name__ == "__main__":

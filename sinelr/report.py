@@ -284,3 +284,57 @@ def provenance_lines(folder: os.PathLike) -> List[str]:
         lines = ["- rows computed by: not recorded"]
     lines.append(f"- summary rendered by: `{now['command']}` (git sha {now['git_sha']}, {now['date']})")
     return lines
+
+# ------------------------------------------------------------------------------------------------
+# Generic helpers of recipe summaries (added for the GLUE recipe; any recipe may use them).
+
+__all__ += ["seeds_text", "plot_mean_std"]
+
+def seeds_text(rows: Sequence[Mapping[str, Any]], by: str = "rank") -> str:
+    """The seeds of `rows`: '[0, 1, 2]', or per value of `by` when those differ ('k=4: [0, 1]; k=8: [0]')."""
+    groups: Dict[Any, set] = {}
+    for r in rows:
+        groups.setdefault(r[by], set()).add(int(r["seed"]))
+    every = sorted(set().union(*groups.values())) if groups else []
+    if len({frozenset(v) for v in groups.values()}) <= 1:
+        return str(every)
+    name = "k" if by == "rank" else by
+    return "; ".join(f"{name}={g}: {sorted(v)}" for g, v in sorted(groups.items(), key=lambda kv: str(kv[0])))
+
+
+def plot_mean_std(path: os.PathLike, series: Mapping[str, Mapping[float, Sequence[float]]], xlabel: str,
+                  ylabel: str, title: str, logx: bool = False,
+                  hlines: Optional[Mapping[str, Sequence[float]]] = None) -> Path:
+    """A PNG of mean +- std (over seeds) per x for each named series, with optional horizontal
+    reference bands (mean +- std of a baseline's values)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
+    xs_all: List[float] = []
+    for name, by_x in series.items():
+        xs = sorted(by_x)
+        xs_all += xs
+        stats = [mean_std(by_x[x]) for x in xs]
+        ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3, label=name)
+    for name, values in (hlines or {}).items():
+        m, s = mean_std(values)
+        ax.axhline(m, color="gray", ls="--", label=name)
+        ax.axhspan(m - s, m + s, color="gray", alpha=0.15)
+    if logx:
+        ax.set_xscale("log")
+        ticks = sorted(set(xs_all))
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

