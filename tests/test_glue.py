@@ -411,10 +411,13 @@ def test_a_task_no_method_learns_is_excluded_from_averages_and_verdicts(tmp_path
     assert "rte (accuracy) not learned" in md and "cola (mcc) not learned" not in md
     # Avg is CoLA's alone: 44.50 at LoRA k=4 (not the 48.25 that averaging in RTE's 52.0 would give)
     assert "| lora | 4 | 100 | 44.50 +- 0.71 | 52.00 +- 0.00 | 44.50 +- 0.71 | 86.41 |" in md
-    assert "learned tasks (cola); excluded (no method beats the majority class / chance by 2 points): rte" in md
+    assert "learned tasks (cola); excluded (no method beats the majority class / chance by 2 points and reaches the task's bar): rte" in md
     assert _cli(["--tasks", "cola", "rte", "--ranks", "4", "8", "--omega", "50", "--render-only", "true",
                  "--learn-margin", "0", "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]) == 0
-    assert "excluded (no method beats the majority class / chance by 0 points): rte" in (tmp_path / "out" / "summary.md").read_text()
+    assert "excluded (no method beats the majority class / chance by 0 points and reaches the task's bar): rte" in (tmp_path / "out" / "summary.md").read_text()
+    assert _cli(["--tasks", "cola", "rte", "--ranks", "4", "8", "--omega", "50", "--render-only", "true",
+                 "--learn-bars", "cola=50", "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]) == 0
+    assert "No comparison: no task was learned." in (tmp_path / "out" / "summary.md").read_text()  # CoLA 44.5 < bar 50
 
 
 def test_render_only_reproduces_the_committed_meanpool_summary(tmp_path, shared_data):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..config import config_to_dict
+from ..config import config_to_dict, parse_assignments
 from ..data import resolve_data_dir
 from ..data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, constant_baseline, dev_rows, get_task,
                          read_schedule, task_schedule)
@@ -46,7 +46,7 @@ SPEC = SweepSpec(
     grid_keys=("tasks", "methods", "ranks", "seeds", "omega", "omegas"),
     # keys that change no number of any row: folders, device, progress/checkpoint cadence, summary layout
     not_in_results=("output_dir", "run_dir", "data_dir", "device", "checkpoint_every", "keep_checkpoints",
-                    "render_only", "note", "learn_margin", "plot_task", "plot_rank"),
+                    "render_only", "note", "learn_margin", "learn_bars", "plot_task", "plot_rank"),
     # evaluation-only keys (the config's and the schedule's dev rows, the eval batch): the training
     # checkpoint is shared across them, the rows are not
     not_in_training=("dev_max", "dev_rows", "eval_batch_size"),
@@ -91,6 +91,9 @@ class Config:
     note: str = field(default="", metadata={"help": "a line printed at the top of summary.md"})
     # A task that no method learns (e.g. CoLA at MCC 0) would only add noise to the averages.
     learn_margin: float = field(default=2.0, metadata={"help": "a task counts in averages and verdicts only when some method's seed mean beats the task's majority-class (chance) dev score by this many points"})
+    # The bars of issue 14 step 1 (LoRA k=8 with all-MiniLM-L6-v2 must reach them for a task to be evidence).
+    learn_bars: List[str] = field(default_factory=lambda: ["cola=20", "sst2=85", "mrpc=75", "stsb=80", "rte=58"],
+                                  metadata={"help": "task=score items (percent): a task also needs some method's mean at or above its bar to count"})
     plot_task: Optional[str] = field(default=None, metadata={"help": "task of the omega sensitivity plot (default: the first with several omegas)"})
     plot_rank: Optional[int] = field(default=None, metadata={"help": "rank of the omega sensitivity plot (default: the first with several omegas)"})
 
@@ -319,11 +322,13 @@ def _baselines(config: Config, tasks: List[str]) -> Dict[str, float]:
             for t in tasks}
 
 
-def _learned(cells, tasks: List[str], baselines: Dict[str, float], margin: float) -> List[str]:
-    """The tasks where some (method, rank) seed mean beats the baseline by at least `margin` points."""
+def _learned(cells, tasks: List[str], baselines: Dict[str, float], margin: float,
+             bars: Dict[str, float]) -> List[str]:
+    """The tasks where some (method, rank) seed mean beats the baseline by at least `margin` points and
+    reaches the task's bar (when it has one)."""
     best = {t: max((mean_std(list(c[t].values()))[0] for c in cells.values() if t in c), default=-math.inf)
             for t in tasks}
-    return [t for t in tasks if best[t] >= baselines[t] + margin]
+    return [t for t in tasks if best[t] >= max(baselines[t] + margin, bars.get(t, -math.inf))]
 
 
 def _provenance_lines(folder: Path) -> List[str]:
@@ -385,7 +390,7 @@ def _table_lines(cells, params: Dict[tuple, int], tasks: List[str], learned: Lis
 def _verdict_section(cells, learned: List[str], excluded: List[str], margin: float) -> List[str]:
     lines = ["", "## Does the paper's claim hold here?", "",
              f"Paired by seed on the average over the learned tasks ({', '.join(learned) or 'none'}); "
-             f"excluded (no method beats the majority class / chance by {margin:g} points): "
+             f"excluded (no method beats the majority class / chance by {margin:g} points and reaches the task's bar): "
              f"{', '.join(excluded) or 'none'}. The verdict rule: `sinelr.stats.paired_comparison`.", ""]
     comps, labels = [], []
     ranks = sorted({k for _, k in cells})
@@ -441,11 +446,14 @@ def render(config: Config, rows: List[Dict[str, Any]], folder: Path) -> None:
     tasks = [t for t in TASK_ORDER if any(r["task"] == t for r in main)]
     cells = _cells(main)
     baselines = _baselines(config, tasks)
-    learned = _learned(cells, tasks, baselines, config.learn_margin)
+    bars = parse_assignments("learn_bars", config.learn_bars, TASK_ORDER)
+    learned = _learned(cells, tasks, baselines, config.learn_margin, bars)
     lines = _header_lines(config, main, folder, tasks) + [
         "Metrics in percent, mean +- std over seeds. The first row is each task's majority-class score "
         "(chance: MCC 0, Pearson 0) on the dev rows evaluated; a task counts in Avg and the verdicts only when "
-        f"some method's mean beats it by at least {config.learn_margin:g} points ('not learned' otherwise). "
+        f"some method's mean beats it by at least {config.learn_margin:g} points and reaches the task's bar "
+        f"({', '.join(f'{t} {v:g}' for t, v in bars.items())}; issue 14's bars for all-MiniLM-L6-v2) "
+        "('not learned' otherwise). "
         "Avg is the mean over those tasks (+- the std over seeds of the per-seed averages); params = trainable "
         "parameters (adapter + head). The paper's Avg is over its own task set and model: only the direction of "
         "the differences is comparable.", ""]
