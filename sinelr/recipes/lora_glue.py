@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..errors import ConfigError
+
 __all__ = ["Config", "run", "METHODS", "POOLINGS", "MeanPoolClassifier", "load_classifier", "SCHEDULES", "PAPER_AVERAGES", "resolve_model", "write_summary"]
 
 METHODS = ("lora", "sine-lora", "dora", "sine-dora")
@@ -140,7 +142,7 @@ def resolve_model(model: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"--model {model!r}: no such folder (expected a local Hugging Face checkpoint folder)")
     if not path.is_dir() or not (path / "config.json").is_file():
-        raise ValueError(f"--model {model!r} is not a transformers checkpoint folder (expected a folder with config.json "
+        raise ConfigError(f"--model {model!r} is not a transformers checkpoint folder (expected a folder with config.json "
                          "and model weights)")
     return path
 
@@ -163,31 +165,31 @@ def _expand(config: Config, data_root: Optional[Path]) -> tuple:
     methods = [config.method] if config.method else list(config.methods)
     for m in methods:
         if m not in METHODS:
-            raise ValueError(f"unknown method {m!r}; expected one of {', '.join(METHODS)}")
+            raise ConfigError(f"unknown method {m!r}; expected one of {', '.join(METHODS)}")
     ranks = [config.rank] if config.rank is not None else list(config.ranks)
     from ..functional import check_gain, check_omega
 
     for r in ranks:
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"rank must be an integer >= 1, got {r!r}")
+            raise ConfigError(f"rank must be an integer >= 1, got {r!r}")
     for w in [config.omega, *config.omegas]:
         check_omega(w)
     if config.gain is not None:
         check_gain(config.gain)
     if config.schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {config.schedule!r}")
+        raise ConfigError(f"schedule must be one of {list(SCHEDULES)}, got {config.schedule!r}")
     if config.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
+        raise ConfigError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
     if not config.seeds:
-        raise ValueError("seeds must list at least one seed")
+        raise ConfigError("seeds must list at least one seed")
     if config.batch_size < 1 or config.eval_batch_size < 1:
-        raise ValueError(f"batch sizes must be >= 1, got {config.batch_size} and {config.eval_batch_size}")
+        raise ConfigError(f"batch sizes must be >= 1, got {config.batch_size} and {config.eval_batch_size}")
     if not (config.lr > 0):
-        raise ValueError(f"lr must be > 0, got {config.lr}")
+        raise ConfigError(f"lr must be > 0, got {config.lr}")
     if config.head_lr is not None and not (config.head_lr > 0):
-        raise ValueError(f"head_lr must be > 0, got {config.head_lr}")
+        raise ConfigError(f"head_lr must be > 0, got {config.head_lr}")
     if config.pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {config.pooling!r}")
+        raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {config.pooling!r}")
     return specs, methods, ranks
 
 
@@ -198,7 +200,7 @@ def task_schedule(config: Config, task: str) -> Dict[str, Any]:
         if getattr(config, key) is not None:
             sched[key] = getattr(config, key)
     if sched["epochs"] <= 0:
-        raise ValueError(f"epochs must be > 0, got {sched['epochs']}")
+        raise ConfigError(f"epochs must be > 0, got {sched['epochs']}")
     return sched
 
 
@@ -214,7 +216,7 @@ def _target_modules(model) -> List[str]:
     for pair in _QV_NAMES:
         if all(p in leaf_names for p in pair):
             return list(pair)
-    raise ValueError(f"could not find the attention query/value projections in {type(model).__name__} "
+    raise ConfigError(f"could not find the attention query/value projections in {type(model).__name__} "
                      f"(looked for {_QV_NAMES})")
 
 
@@ -222,7 +224,7 @@ def _head_modules(model) -> List[str]:
     leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     heads = [h for h in _HEAD_NAMES if h in leaf_names]
     if not heads:
-        raise ValueError(f"no classification head ({_HEAD_NAMES}) found in {type(model).__name__}")
+        raise ConfigError(f"no classification head ({_HEAD_NAMES}) found in {type(model).__name__}")
     return heads
 
 
@@ -312,6 +314,13 @@ def build_peft_model(base, method: str, rank: int, alpha: float, dropout: float,
     LoraConfig, get_peft_model, SineLoraConfig = _peft_api()
     kwargs = dict(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=_target_modules(base),
                   use_dora=method.endswith("dora"), modules_to_save=_head_modules(base))
+    # A rank above min(in, out) of an adapted layer adds parameters but no rank: refuse it, naming the layer.
+    for name, module in base.named_modules():
+        shape = getattr(getattr(module, "weight", None), "shape", None)
+        if name.rsplit(".", 1)[-1] in kwargs["target_modules"] and shape is not None and len(shape) == 2 \
+                and rank > min(shape):
+            raise ConfigError(f"rank {rank} is larger than min(out, in) = {min(shape)} of the adapted layer {name} "
+                              f"({shape[0]}x{shape[1]}); use a rank <= {min(shape)}")
     if method.startswith("sine"):
         if SineLoraConfig is None:
             raise ValueError(f"method {method!r} needs sinelr.peft (SineLoraConfig), which this checkout lacks")
@@ -479,7 +488,7 @@ def run(config: Config) -> Dict[str, Any]:
         AutoConfig.from_pretrained(str(model_path))
         tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"--model {config.model!r} ({model_path}) is not a loadable transformers checkpoint: {exc}") from None
+        raise ConfigError(f"--model {config.model!r} ({model_path}) is not a loadable transformers checkpoint: {exc}") from None
 
     label = model_label(config.model, model_path)
     out_dir = Path(config.out_dir) if config.out_dir else Path("results") / "glue" / label
@@ -497,7 +506,7 @@ def run(config: Config) -> Dict[str, Any]:
         defaults = {"pooling": "cls", "head_lr": None}
         diff = {k: (old.get(k, defaults.get(k)), v) for k, v in sweep.items() if old.get(k, defaults.get(k)) != v}
         if diff:
-            raise ValueError(f"{out_dir} holds results of another setup (changed: {diff}); pass --out-dir "
+            raise ConfigError(f"{out_dir} holds results of another setup (changed: {diff}); pass --out-dir "
                              "to start a new table, or move the old one away")
     if config.summary_only:
         if not (out_dir / "summary.csv").is_file():

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..errors import ConfigError
+
 __all__ = ["Config", "run", "COLUMNS", "PAPER_TAB6"]
 
 COLUMNS = ["mesh", "method", "rank", "omega", "params", "compression", "iou", "seed"]
@@ -104,7 +106,7 @@ def _resolve_mesh(entry: str, data_dir: Optional[str]) -> Path:
             return folder / entry
         raise FileNotFoundError(f"mesh file {entry!r} not found (tried {p.resolve()} and {folder / entry})")
     if p.exists():
-        raise ValueError(f"mesh {str(p)!r} is not a file (a directory?); give a .ply/.obj/.off/.stl/.glb file")
+        raise ConfigError(f"mesh {str(p)!r} is not a file (a directory?); give a .ply/.obj/.off/.stl/.glb file")
     raise FileNotFoundError(f"mesh file {str(p)!r} does not exist")
 
 
@@ -365,7 +367,7 @@ def run(config: Config) -> Dict[str, Any]:
                                   c.cache_dir, c.margin) for p in paths]
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
-        raise ValueError(f"two meshes share a name (file stem) and would share an output folder: {names}")
+        raise ConfigError(f"two meshes share a name (file stem) and would share an output folder: {names}")
     results: Dict[str, Any] = {}
     for data in datasets:
         outdir = Path(c.output_dir) / data.name

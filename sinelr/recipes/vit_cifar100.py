@@ -149,6 +149,8 @@ def run(config: Config) -> Dict[str, Any]:
     from ..report import ResultsTable, provenance, write_json
     from ..train import cosine_with_warmup, fingerprint, resolve_device, seed_everything, train_loop
 
+    from ..errors import ConfigError
+
     c = config
     _validate(c)
     device = resolve_device(c.device)
@@ -156,17 +158,17 @@ def run(config: Config) -> Dict[str, Any]:
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if use_amp else "no")
     world = accelerator.num_processes
     if c.batch_size % world:
-        raise ValueError(f"batch_size {c.batch_size} must be divisible by the number of processes ({world})")
+        raise ConfigError(f"batch_size {c.batch_size} must be divisible by the number of processes ({world})")
 
     train, test = load_image_dataset(c.dataset, c.data_dir, c.image_size, 3)
     if train.size != c.image_size:
-        raise ValueError(f"{c.dataset} images are {train.size}x{train.size} but image_size is {c.image_size}; "
+        raise ConfigError(f"{c.dataset} images are {train.size}x{train.size} but image_size is {c.image_size}; "
                          f"set image_size: {train.size}")
     train = train.subset(c.train_subset, seed=1000 + c.seed)
     test = test.subset(c.test_subset, seed=2000 + c.seed)
     steps_per_epoch = len(train) // c.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"the training set ({len(train)} images) is smaller than one batch ({c.batch_size})")
+        raise ConfigError(f"the training set ({len(train)} images) is smaller than one batch ({c.batch_size})")
     total_steps = max(1, round(c.epochs * steps_per_epoch))
     warmup = round(c.warmup_epochs * steps_per_epoch)
 
