@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..errors import ConfigError, DataError
+
 __all__ = ["Config", "run", "BUILTIN_IMAGES"]
 
 # Photos that ship inside the scikit-image wheel (no download needed).
@@ -65,6 +67,8 @@ def _validate(c: Config) -> None:
     check_omega(c.omega)
     if c.gain is not None:
         check_gain(c.gain)
+    if Path(c.out_dir).exists() and not Path(c.out_dir).is_dir():
+        raise ConfigError(f"out_dir {c.out_dir!r} is an existing file, not a folder; pass --out-dir <folder>")
     if c.image not in BUILTIN_IMAGES and not Path(c.image).is_file():
         raise FileNotFoundError(
             f"image {c.image!r} is neither a built-in scikit-image photo ({', '.join(BUILTIN_IMAGES)}) nor an existing file"
@@ -78,8 +82,11 @@ def load_image(name: str, size: int):
     from skimage import data, io, transform
     from skimage.util import img_as_float
 
-    img = getattr(data, name)() if name in BUILTIN_IMAGES else io.imread(name)
-    img = img_as_float(img)
+    try:
+        img = getattr(data, name)() if name in BUILTIN_IMAGES else io.imread(name)
+        img = img_as_float(img)
+    except (OSError, ValueError, SyntaxError, TypeError) as exc:  # PIL/imageio errors for unreadable files
+        raise DataError(f"image {name!r} could not be read as an image ({type(exc).__name__}: {exc})") from None
     if img.ndim == 2:
         img = img[..., None]
     if img.ndim != 3:
@@ -123,13 +130,17 @@ def _run(config: Config, torch) -> List[Dict]:
     from ..convert import parameter_report
     from ..metrics import psnr
     from ..models.image_fit import CoordinateMLP, pixel_grid
-    from ..report import ResultsTable, markdown_table, write_run_header
+    from ..report import ResultsTable, markdown_table, provenance, write_json
     from ..train import NonFiniteLossError, cosine_with_warmup, seed_everything, train_loop
 
+    image = load_image(config.image, config.size)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    prov = write_run_header(out, config_to_dict(config))
-    image = load_image(config.image, config.size)
+    # The files written here are committed (results/quickstart/): they hold no timings and no date, and
+    # provenance.json / summary.md are kept as they are when the rerun's table is byte-identical, so
+    # rerunning the main job leaves the git tree clean. Timings go to the console and timing.json (git-ignored).
+    prov = provenance()
+    write_json(out / "config.json", config_to_dict(config))
     target = image.reshape(-1, image.shape[-1])
     coords = pixel_grid(config.size, config.size)
     channels = image.shape[-1]
@@ -141,8 +152,10 @@ def _run(config: Config, torch) -> List[Dict]:
 
     dense_ref = build("dense", 0)
     runs = [("dense", 0)] + [(m, k) for k in config.ranks for m in ("lowrank", "sine")]
-    columns = ["method", "rank", "omega", "params", "hidden_params", "compression", "psnr", "final_loss", "seconds"]
+    columns = ["method", "rank", "omega", "params", "hidden_params", "compression", "psnr", "final_loss"]
     csv_path = out / "summary.csv"
+    seconds: Dict[str, float] = {}
+    previous_csv = csv_path.read_bytes() if csv_path.is_file() else None
     if csv_path.exists():
         csv_path.unlink()  # a new run replaces the table (its config.json was just rewritten)
     table = ResultsTable(csv_path, columns, key=["method", "rank"])
@@ -172,7 +185,8 @@ def _run(config: Config, torch) -> List[Dict]:
         row = {"method": method, "rank": rank if method != "dense" else "full",
                "omega": config.omega if method == "sine" else "", "params": rep.total,
                "hidden_params": model.hidden_parameters(), "compression": rep.compression,
-               "psnr": psnr(pred, target), "final_loss": res.final_loss, "seconds": res.seconds}
+               "psnr": psnr(pred, target), "final_loss": res.final_loss}
+        seconds[label] = res.seconds
         table.add(row)
     total_seconds = time.perf_counter() - t_start
     rows = table.rows
@@ -183,10 +197,9 @@ def _run(config: Config, torch) -> List[Dict]:
         verdicts.append((k, s, l, s > l))
     all_win = all(v[3] for v in verdicts)
 
-    shown = [{**r, "compression": f"{100 * float(r['compression']):.1f}%", "psnr": float(r["psnr"]),
-              "seconds": float(r["seconds"])} for r in rows]
-    table_md = markdown_table(shown, ["method", "rank", "params", "compression", "psnr", "seconds"],
-                              ["method", "rank", "params", "params vs dense", "PSNR (dB)", "train s"])
+    shown = [{**r, "compression": f"{100 * float(r['compression']):.1f}%", "psnr": float(r["psnr"])} for r in rows]
+    table_md = markdown_table(shown, ["method", "rank", "params", "compression", "psnr"],
+                              ["method", "rank", "params", "params vs dense", "PSNR (dB)"])
     _figure(out / "reconstructions.png", image, recon, rows, config)
     lines = [
         "# Quickstart: fitting a photo with dense / low-rank / sine low-rank coordinate MLPs",
@@ -197,7 +210,7 @@ def _run(config: Config, torch) -> List[Dict]:
         f"{config.width}x{config.width} layers -> dense, ReLU, sigmoid output",
         f"- training: full batch, Adam lr {config.lr:g} with cosine decay, {config.steps} steps, seed {config.seed}; "
         f"sine layers omega={config.omega:g}, gain={'sqrt(width)' if config.gain is None else config.gain}",
-        f"- machine: {prov['machine']}; torch {prov['torch']}; git {prov['git_sha']}; total {total_seconds:.0f} s",
+        f"- machine: {prov['machine']}; torch {prov['torch']}; git {prov['git_sha']} (timings: timing.json, not committed)",
         "- vs the paper: this small image-fitting check is ours (the paper fits NeRF/occupancy fields, not this photo); "
         "it tests the paper's claim that at equal parameters sine low-rank beats plain low-rank.",
         "",
@@ -209,12 +222,19 @@ def _run(config: Config, torch) -> List[Dict]:
         "",
         "![reconstructions](reconstructions.png)",
     ]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    write_json(out / "timing.json", {"seconds": seconds, "total_seconds": total_seconds, "date": prov["date"]})
+    if previous_csv == csv_path.read_bytes() and (out / "summary.md").is_file() and (out / "provenance.json").is_file():
+        kept = " (table identical to the recorded run: its summary.md and provenance.json are kept)"
+    else:
+        kept = ""
+        (out / "summary.md").write_text("\n".join(lines) + "\n")
+        write_json(out / "provenance.json", {k: v for k, v in prov.items() if k != "date"})
     print()
     print(table_md)
     print()
     print(lines[-3])
-    print(f"wrote {csv_path}, {out / 'summary.md'}, {out / 'reconstructions.png'}")
+    print("train seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()) + f"; total {total_seconds:.0f} s")
+    print(f"wrote {csv_path}, {out / 'summary.md'}, {out / 'reconstructions.png'}{kept}")
     return rows
 
 
