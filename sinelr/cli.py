@@ -1,7 +1,10 @@
 """`sinelr <command> [--config file.yaml] [--key value ...]`: one explicit list of recipes, loaded lazily.
 
 A recipe module provides a `Config` dataclass and `run(config)`; the CLI turns every field into a
-`--key` option (or a positional argument when the module names it in `POSITIONAL`).
+`--key` option (or a positional argument when the module names it in `POSITIONAL`). Bad input ends
+in one line on stderr and exit code 2: the library's own errors (`sinelr.errors.SinelrError`), a
+recipe's config check (`_validate(config)`, run before anything else) and file-system errors naming
+their file. Any other exception is a bug and shows its traceback.
 """
 from __future__ import annotations
 
@@ -10,11 +13,11 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from . import __version__
-from .config import ConfigError, add_config_arguments, config_from_args
-from .train import NonFiniteLossError
+from .config import add_config_arguments, config_from_args
+from .errors import ConfigError, SinelrError
 
 __all__ = ["main", "RECIPES", "Recipe", "load_recipe"]
 
@@ -37,8 +40,20 @@ RECIPES: List[Recipe] = [
     Recipe("vit", "sinelr.recipes.vit_cifar100", "ViT from scratch with low-rank vs sine low-rank MLPs (paper Tabs. 1, 2, 5)"),
 ]
 
-# Raised for bad input or a diverging run: printed as one line (exit code 2). SINELR_DEBUG=1 shows the traceback.
-USER_ERRORS = (ConfigError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError, NonFiniteLossError)
+# File-system errors: printed with their file name. (SinelrError covers the library's own types,
+# including NonFiniteLossError and DataNotFoundError.)
+FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+# Commands whose defaults are the paper's GPU-scale runs: (config field, value from which a run counts as
+# paper-scale, what it counts, the CPU-sized config to use instead).
+PAPER_SCALE = {
+    "nerf": ("steps", 20_000, "optimisation steps per model", "configs/nerf_cpu.yaml"),
+    "vit": ("epochs", 20, "epochs", "configs/vit_fashion_mnist_cpu.yaml"),
+}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of a recipe's docstring (its examples stay one per line)."""
 
 
 def load_recipe(name: str):
@@ -63,25 +78,55 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _recipe_parser(recipe: Recipe, module) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"sinelr {recipe.name}", description=(module.__doc__ or recipe.summary).strip())
-    positional = getattr(module, "POSITIONAL", None)
-    if positional:
-        parser.add_argument(positional, nargs="*", default=None, help=f"{positional} (see the recipe's docs)")
-    add_config_arguments(parser, module.Config)
-    if positional:  # the positional replaces the option of the same name
-        for action in list(parser._actions):
-            if action.dest == positional and action.option_strings:
-                parser._remove_action(action)
-                for s in action.option_strings:
-                    parser._option_string_actions.pop(s, None)
+    parser = argparse.ArgumentParser(prog=f"sinelr {recipe.name}", description=(module.__doc__ or recipe.summary).strip(),
+                                     formatter_class=_HelpFormatter)
+    add_config_arguments(parser, module.Config, positional=getattr(module, "POSITIONAL", None))
+    if recipe.name in PAPER_SCALE:
+        parser.add_argument("--yes", action="store_true",
+                            help="start a paper-scale run on CPU without asking (see the CPU config named in the message)")
     return parser
+
+
+def _file_error_message(exc: OSError) -> str:
+    """'<what>: <file>' for an OSError, or its own message when it carries no file name."""
+    if exc.filename is None:
+        return str(exc)
+    what = exc.strerror or type(exc).__name__
+    target = f"{exc.filename!s}" + (f" -> {exc.filename2!s}" if exc.filename2 else "")
+    return f"{what}: {target}"
+
+
+def _paper_scale_check(name: str, config: Any, args: argparse.Namespace) -> bool:
+    """Print what a paper-scale default run will do; on CPU without --yes, refuse it. True = go on."""
+    if name not in PAPER_SCALE or getattr(args, "config", None):
+        return True
+    key, threshold, what, cpu_config = PAPER_SCALE[name]
+    amount = getattr(config, key)
+    if amount < threshold:
+        return True
+    device = getattr(config, "device", "auto")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"sinelr {name}: no --config given: this is the paper-scale run ({amount:g} {what}, device {device}).",
+          file=sys.stderr)
+    if device == "cpu" and not args.yes:
+        print(f"sinelr {name}: that takes days on a CPU. Use the CPU-sized config: sinelr {name} --config {cpu_config} "
+              f"(or lower --{key.replace('_', '-')}), or pass --yes to start it anyway.", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser()
-    if not argv or argv[0] in ("-h", "--help", "--version"):
-        parser.parse_args(argv or ["--help"])
+    if not argv:
+        parser.print_help(sys.stderr)
+        print("\nsinelr: error: no command given", file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "--version"):
+        parser.parse_args(argv)
         return 0
     name, rest = argv[0], argv[1:]
     by_name = {r.name: r for r in RECIPES}
@@ -101,11 +146,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = rparser.parse_args(rest)
     try:
         config = config_from_args(module.Config, args)
+        validate = getattr(module, "_validate", None)
+        if validate is not None:
+            # The recipe's config check: whatever it raises is about the values the user gave.
+            try:
+                validate(config)
+            except (ValueError, TypeError) as exc:
+                if isinstance(exc, SinelrError):
+                    raise
+                raise ConfigError(str(exc)) from exc
+        if not _paper_scale_check(name, config, args):
+            return 2
         module.run(config)
-    except USER_ERRORS as exc:
+    except (SinelrError, *FILE_ERRORS) as exc:
         if os.environ.get("SINELR_DEBUG") == "1":
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        msg = _file_error_message(exc) if isinstance(exc, OSError) and not isinstance(exc, SinelrError) else exc
         print(f"sinelr {name}: error: {msg}", file=sys.stderr)
         return 2
     return 0

@@ -13,13 +13,11 @@ import typing
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Type, TypeVar
 
+from .errors import ConfigError
+
 __all__ = ["load_config", "add_config_arguments", "config_from_args", "config_to_dict", "ConfigError", "parse_assignments"]
 
 C = TypeVar("C")
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the recipe's config dataclass."""
 
 
 def _field_types(cls: type) -> Dict[str, Any]:
@@ -68,10 +66,16 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
                 return False
             raise ValueError(value)
         if base is int:
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
-            return int(value)
+            out = int(value)
+            # Every integer a recipe takes is a count, size, rank, seed or interval: none is negative.
+            if out < 0:
+                raise ConfigError(f"config key {name!r} must be >= 0, got {out}")
+            return out
         if base is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
         if base is str:
             return str(value)
@@ -125,8 +129,12 @@ def config_to_dict(config: Any) -> Dict[str, Any]:
     return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """--config plus one --key option per dataclass field (help from the field's metadata)."""
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, positional: Optional[str] = None) -> None:
+    """--config plus one --key option per dataclass field (help from the field's metadata).
+
+    The field named `positional` becomes a positional argument (any number of values) instead of an
+    option. Booleans read `--key true|false`; the default is shown unless the help text already says it.
+    """
     parser.add_argument("--config", type=str, default=None, help="YAML file with config values")
     for f in dataclasses.fields(cls):
         tp, _ = _unwrap_optional(_field_types(cls)[f.name])
@@ -134,10 +142,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         helptext = f.metadata.get("help", "")
+        if default is not None and "(default" not in helptext.lower():
+            shown = str(default).lower() if isinstance(default, bool) else repr(default)
+            helptext = f"{helptext} (default: {shown})".strip()
+        if f.name == positional:
+            parser.add_argument(f.name, nargs="*", default=None, help=helptext or f.name)
+            continue
+        metavar = "{true,false}" if tp is bool else f.name.upper()
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, default=None,
-            nargs="+" if is_list else None, metavar=f.name.upper(),
-            help=f"{helptext} (default: {default!r})".strip(),
+            nargs="+" if is_list else None, metavar=metavar, help=helptext,
         )
 
 

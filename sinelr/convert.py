@@ -35,7 +35,7 @@ def matching_linear_names(model: nn.Module, targets: Union[str, Iterable[str]]) 
     with weights of another type (Conv, Embedding, ...). Parameter-free leaves (activations) and
     containers a pattern happens to match are left alone.
     """
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules(remove_duplicate=False))
     linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
     if isinstance(targets, str):
         try:
@@ -52,6 +52,11 @@ def matching_linear_names(model: nn.Module, targets: Union[str, Iterable[str]]) 
             raise TypeError(f"targets {targets!r} selects layers that are not nn.Linear: {', '.join(bad_leaves)}")
         names = [n for n in matched if isinstance(modules[n], nn.Linear)]
         if not names:
+            done = [f"{n} is already a {type(modules[n]).__name__}" for n in matched
+                    if isinstance(modules[n], _FactoredLinear)]
+            if done:
+                raise ValueError(f"targets {targets!r} selects only layers converted before: {'; '.join(done[:12])}"
+                                 f"{' ...' if len(done) > 12 else ''}")
             raise ValueError(
                 f"targets {targets!r} matches no nn.Linear in {type(model).__name__} "
                 f"(patterns are matched in full against qualified names). nn.Linear layers present: "
@@ -66,6 +71,9 @@ def matching_linear_names(model: nn.Module, targets: Union[str, Iterable[str]]) 
             raise TypeError(f"targets must be a regex string or a list of module names, got element {n!r}")
         if n not in modules:
             raise ValueError(f"no module named {n!r} in {type(model).__name__}; {_close(n, linears)}")
+        if isinstance(modules[n], _FactoredLinear):
+            raise ValueError(f"module {n!r} is already a {type(modules[n]).__name__} (converted before); "
+                             "convert each nn.Linear once")
         if not isinstance(modules[n], nn.Linear):
             raise TypeError(f"module {n!r} is a {type(modules[n]).__name__}, not an nn.Linear")
     return names
@@ -91,10 +99,32 @@ def convert(
     if kind == "sine":
         omega = check_omega(omega)
     names = matching_linear_names(model, targets)
-    modules = dict(model.named_modules())
-    converted = list(getattr(model, "sinelr_converted", []))
+    modules = dict(model.named_modules(remove_duplicate=False))
+    # Every name under which each selected module is reachable: a module shared by two parents is
+    # converted once and the new layer is shared the same way.
+    aliases: Dict[int, List[str]] = {}
+    for n, m in modules.items():
+        if n:
+            aliases.setdefault(id(m), []).append(n)
+    owners: Dict[int, List[str]] = {}  # parameter id -> "module.param" names (tied weights across modules)
+    for n, m in modules.items():
+        for pname, p in m.named_parameters(recurse=False):
+            owners.setdefault(id(p), []).append(f"{n}.{pname}" if n else pname)
+    # Build every replacement before touching the model: a layer that cannot be converted leaves it unchanged.
+    plan: List[tuple] = []
+    seen: set = set()
     for name in names:
         linear = modules[name]
+        if id(linear) in seen:
+            continue
+        seen.add(id(linear))
+        for pname, p in linear.named_parameters(recurse=False):
+            others = [o for o in owners[id(p)] if o.rpartition(".")[0] not in aliases[id(linear)]]
+            if others:
+                raise ValueError(
+                    f"cannot convert {name!r}: its {pname} is tied to {', '.join(others)}; converting it would "
+                    "untie them (untie the weights first, or leave this layer out of targets)"
+                )
         try:
             if kind == "sine":
                 new = SineLowRankLinear.from_linear(linear, rank, omega=omega, gain=gain, init=init)
@@ -102,10 +132,14 @@ def convert(
                 new = LowRankLinear.from_linear(linear, rank, init=init)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"cannot convert {name!r} ({linear.out_features}x{linear.in_features}): {exc}") from None
-        parent_name, _, child = name.rpartition(".")
-        parent = modules[parent_name] if parent_name else model
-        setattr(parent, child, new)
-        converted.append(name)
+        plan.append((aliases[id(linear)], new))
+    converted = list(getattr(model, "sinelr_converted", []))
+    for all_names, new in plan:
+        for alias in all_names:
+            parent_name, _, child = alias.rpartition(".")
+            parent = modules[parent_name] if parent_name else model
+            setattr(parent, child, new)
+        converted.extend(all_names)
     model.sinelr_converted = converted  # type: ignore[attr-defined]
     return model
 

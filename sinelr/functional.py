@@ -14,6 +14,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from .errors import ConfigError
+
 __all__ = [
     "check_omega",
     "check_gain",
@@ -32,7 +34,7 @@ def _check_positive_real(name: str, value: object) -> float:
         raise TypeError(f"{name} must be a real number (int or float), got {value!r} of type {type(value).__name__}")
     out = float(value)
     if not math.isfinite(out) or out <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
     return out
 
 
@@ -52,7 +54,7 @@ def check_rank(rank: object, in_features: int, out_features: int) -> int:
         raise TypeError(f"rank must be an integer, got {rank!r} of type {type(rank).__name__}")
     limit = min(in_features, out_features)
     if not 1 <= int(rank) <= limit:
-        raise ValueError(
+        raise ConfigError(
             f"rank must be in [1, min(in_features, out_features)] = [1, {limit}] for a "
             f"{out_features}x{in_features} weight, got {rank}"
         )
@@ -81,6 +83,7 @@ def sine_lowrank_weight(
     """
     if U.dim() != 2 or V.dim() != 2 or U.shape[1] != V.shape[1]:
         raise ValueError(f"U must be (m, k) and V (n, k) with the same k, got {tuple(U.shape)} and {tuple(V.shape)}")
+    omega, gain = check_omega(omega), check_gain(gain)
     work = _work_dtype(torch.promote_types(U.dtype, V.dtype))
     with torch.autocast(U.device.type, enabled=False):
         return torch.sin((U.to(work) @ V.to(work).T) * omega) / gain
@@ -373,8 +376,13 @@ def sine_lowrank_linear(
     frozen pretrained weight so the layer costs one GEMM). Under autocast the sine is computed in
     fp32 and the GEMM runs in autocast's dtype.
     """
+    if not x.is_floating_point():
+        raise TypeError(f"sine_lowrank_linear expects a floating-point input, got dtype {x.dtype}")
     if x.shape[-1] != V.shape[0]:
         raise ValueError(f"input has {x.shape[-1]} features, expected in_features={V.shape[0]}")
+    omega, gain = check_omega(omega), check_gain(gain)
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite real number, got {scale!r}")
     if base_weight is not None and tuple(base_weight.shape) != (U.shape[0], V.shape[0]):
         raise ValueError(f"base_weight must be {(U.shape[0], V.shape[0])}, got {tuple(base_weight.shape)}")
     return _SineLowRankLinear.apply(

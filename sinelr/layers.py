@@ -70,6 +70,13 @@ class _FactoredLinear(nn.Module):
         _init_factors(self.U, self.V, self.bias, self.in_features)
 
     def _check_input(self, x: torch.Tensor) -> None:
+        if not (x.is_floating_point() or x.is_complex()):
+            raise TypeError(f"{type(self).__name__} expects a floating-point input, got dtype {x.dtype}; "
+                            f"convert it first, e.g. x.float()")
+        # As nn.Linear: outside autocast the input must have the parameters' dtype (no silent up- or down-cast).
+        if x.dtype != self.U.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"{type(self).__name__} has {self.U.dtype} parameters but got a {x.dtype} input; "
+                            f"cast one of them (x.to({self.U.dtype}) or layer.to({x.dtype}))")
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"{type(self).__name__} expects inputs with last dimension in_features={self.in_features}, "

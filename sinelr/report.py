@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from .errors import ConfigError
 from .stats import PairedComparison, mean_std, paired_comparison
 
 __all__ = [
@@ -128,7 +129,7 @@ def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], he
     return "\n".join(lines)
 
 
-class ResultsConflictError(ValueError):
+class ResultsConflictError(ConfigError):
     """An output folder holds results computed under other settings than the current run's."""
 
 

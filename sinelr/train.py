@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .errors import NonFiniteLossError
+
 __all__ = [
     "seed_everything",
     "resolve_device",
@@ -35,10 +37,6 @@ __all__ = [
     "load_checkpoint",
     "cosine_with_warmup",
 ]
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss; the message says at which step."""
 
 
 class CheckpointMismatchError(ValueError):

@@ -354,12 +354,12 @@ def test_plain_lora_never_loads_a_sine_adapter(saved_sine):
     config = LoraConfig.from_pretrained(path)
     assert type(config) is SineLoraConfig and config.omega == 30.0
     assert type(PeftConfig.from_pretrained(path)) is SineLoraConfig
-    # forcing a plain LoraConfig: none of the sine keys fit, PEFT warns and nothing is loaded
+    # forcing a plain LoraConfig: refused before the base model is touched (tests/test_bad_input.py has more)
     plain = LoraConfig(r=2, target_modules=["0", "2"])
-    with pytest.warns(UserWarning, match="missing adapter keys"):
-        loaded = PeftModel.from_pretrained(_mlp()[0], path, config=plain)
-    assert not _sine_layers(loaded)
-    assert all(torch.count_nonzero(p) == 0 for n, p in loaded.named_parameters() if "lora_B" in n)
+    base = _mlp()[0]
+    with pytest.raises(ValueError, match="holds a sine-LoRA adapter .* forced LoraConfig"):
+        PeftModel.from_pretrained(base, path, config=plain)
+    _assert_untouched(base)
     # the sine config class refuses a plain LoRA directory
     lora = get_peft_model(_mlp()[0], LoraConfig(r=2, target_modules=["0"]))
     lora.save_pretrained(path.parent / "lora")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from . import DataNotFoundError, resolve_data_dir
+from ..errors import ConfigError
 
 __all__ = [
     "GlueTask",
@@ -96,7 +97,7 @@ def get_task(name: str) -> GlueTask:
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
     if key not in TASKS:
-        raise ValueError(f"unknown GLUE task {name!r}; expected one of {', '.join(TASKS)}")
+        raise ConfigError(f"unknown GLUE task {name!r}; expected one of {', '.join(TASKS)}")
     return TASKS[key]
 
 
@@ -233,7 +234,7 @@ def glue_metrics(task: Union[str, GlueTask], predictions: Sequence, labels: Sequ
 def tokenize_examples(tokenizer, examples: Sequence[GlueExample], max_seq_len: int) -> List[Dict[str, List[int]]]:
     """Tokenize (pairs are joined the model's way) and truncate to `max_seq_len`; no padding here."""
     if max_seq_len < 8:
-        raise ValueError(f"max_seq_len must be >= 8, got {max_seq_len}")
+        raise ConfigError(f"max_seq_len must be >= 8, got {max_seq_len}")
     a = [e.text_a for e in examples]
     b = [e.text_b for e in examples] if examples and examples[0].text_b is not None else None
     enc = tokenizer(a, b, truncation=True, max_length=max_seq_len)

@@ -3,7 +3,7 @@ Fashion-MNIST (IDX files), and a generic image folder (root/<class>/<image>); pl
 augmentation (random crop with zero padding, horizontal flip) driven by an explicit generator.
 
 Nothing is downloaded. A missing dataset raises DataNotFoundError naming the files it needs and how
-to get them; truncated files, wrong shapes and labels out of range raise ValueError naming the file.
+to get them; truncated files, wrong shapes and labels out of range raise DataError (a ValueError) naming the file.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import DataNotFoundError
+from ..errors import ConfigError
+from . import DataError, DataNotFoundError
 
 __all__ = [
     "ImageDataset",
@@ -71,24 +72,24 @@ class ImageDataset:
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or self.images.ndim != 4 or self.images.dtype != torch.uint8:
-            raise ValueError(
+            raise DataError(
                 f"{self.name}: images must be a uint8 tensor of shape (N, C, H, W), got "
                 f"{getattr(self.images, 'dtype', type(self.images))} {tuple(getattr(self.images, 'shape', ()))}"
             )
         if self.labels.ndim != 1 or self.labels.shape[0] != self.images.shape[0]:
-            raise ValueError(f"{self.name}: {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
+            raise DataError(f"{self.name}: {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
         self.labels = self.labels.long()
         n = len(self.classes)
         if self.labels.numel() and (int(self.labels.min()) < 0 or int(self.labels.max()) >= n):
             bad = self.labels[(self.labels < 0) | (self.labels >= n)][:5].tolist()
-            raise ValueError(f"{self.name}: labels must be in [0, {n - 1}] ({n} classes), found {bad}")
+            raise DataError(f"{self.name}: labels must be in [0, {n - 1}] ({n} classes), found {bad}")
         c = self.images.shape[1]
         if not self.mean:
             self.mean = (0.5,) * c
         if not self.std:
             self.std = (0.5,) * c
         if len(self.mean) != c or len(self.std) != c:
-            raise ValueError(f"{self.name}: mean/std need {c} channel values, got {self.mean} / {self.std}")
+            raise DataError(f"{self.name}: mean/std need {c} channel values, got {self.mean} / {self.std}")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -121,7 +122,7 @@ def _read_bytes(path: Path) -> bytes:
                 return fh.read()
         return path.read_bytes()
     except (EOFError, gzip.BadGzipFile, OSError) as exc:
-        raise ValueError(f"{path} could not be read, it is truncated or corrupt ({type(exc).__name__}: {exc}); "
+        raise DataError(f"{path} could not be read, it is truncated or corrupt ({type(exc).__name__}: {exc}); "
                          f"reinstall it: {FASHION_MNIST_HOWTO}") from None
 
 
@@ -130,17 +131,17 @@ def read_idx(path: os.PathLike, expect_ndim: int) -> np.ndarray:
     path = Path(path)
     raw = _read_bytes(path)
     if len(raw) < 4 + 4 * expect_ndim:
-        raise ValueError(f"{path} is truncated: {len(raw)} bytes, shorter than an IDX header")
+        raise DataError(f"{path} is truncated: {len(raw)} bytes, shorter than an IDX header")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {raw[:4].hex()}, expected 0000 08 0{expect_ndim})")
+        raise DataError(f"{path} is not an IDX file of unsigned bytes (magic {raw[:4].hex()}, expected 0000 08 0{expect_ndim})")
     if ndim != expect_ndim:
-        raise ValueError(f"{path} holds an array with {ndim} dimensions, expected {expect_ndim}")
+        raise DataError(f"{path} holds an array with {ndim} dimensions, expected {expect_ndim}")
     dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
     body = raw[4 + 4 * ndim:]
     need = int(np.prod(dims))
     if len(body) != need:
-        raise ValueError(f"{path} is truncated or corrupt: header says shape {dims} ({need} bytes), "
+        raise DataError(f"{path} is truncated or corrupt: header says shape {dims} ({need} bytes), "
                          f"the file holds {len(body)} bytes of data")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
@@ -159,7 +160,7 @@ def load_fashion_mnist(data_dir: Optional[os.PathLike] = None, split: str = "tra
     the files may be gzip-compressed (*.gz) or not.
     """
     if split not in FASHION_MNIST_FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     folder = Path(data_dir).expanduser() if data_dir is not None else FASHION_MNIST_DIR
     if folder.is_dir() and not _find(folder, FASHION_MNIST_FILES[split][0]) and (folder / "fashion-mnist").is_dir():
         folder = folder / "fashion-mnist"
@@ -174,9 +175,9 @@ def load_fashion_mnist(data_dir: Optional[os.PathLike] = None, split: str = "tra
     images = read_idx(paths[0], 3)
     labels = read_idx(paths[1], 1)
     if images.shape[1:] != (28, 28):
-        raise ValueError(f"{paths[0]}: Fashion-MNIST images must be 28x28, got {images.shape[1:]}")
+        raise DataError(f"{paths[0]}: Fashion-MNIST images must be 28x28, got {images.shape[1:]}")
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{paths[0]} holds {images.shape[0]} images but {paths[1]} holds {labels.shape[0]} labels")
+        raise DataError(f"{paths[0]} holds {images.shape[0]} images but {paths[1]} holds {labels.shape[0]} labels")
     mean, std = STATS["fashion_mnist"]
     return ImageDataset(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
                         list(FASHION_MNIST_CLASSES), f"fashion_mnist/{split} ({paths[0]})", mean, std)
@@ -189,17 +190,17 @@ def _unpickle(path: Path) -> Dict:
         with path.open("rb") as fh:
             obj = pickle.load(fh, encoding="bytes")
     except (EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError, IndexError) as exc:
-        raise ValueError(f"{path} is truncated or not a CIFAR pickle ({type(exc).__name__}: {exc}); "
+        raise DataError(f"{path} is truncated or not a CIFAR pickle ({type(exc).__name__}: {exc}); "
                          f"{CIFAR100_HOWTO}") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} must hold a dict (CIFAR python format), got {type(obj).__name__}")
+        raise DataError(f"{path} must hold a dict (CIFAR python format), got {type(obj).__name__}")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
 def load_cifar100(data_dir: os.PathLike, split: str = "train") -> ImageDataset:
     """CIFAR-100 (50k train / 10k test, 32x32 RGB, 100 fine classes) from `cifar-100-python/{train,test,meta}`."""
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     if data_dir is None:
         raise DataNotFoundError(f"CIFAR-100 needs --data-dir (files cifar-100-python/{{train,test,meta}}); {CIFAR100_HOWTO}")
     base = Path(data_dir).expanduser()
@@ -211,18 +212,18 @@ def load_cifar100(data_dir: os.PathLike, split: str = "train") -> ImageDataset:
     meta = _unpickle(folder / "meta")
     names = meta.get("fine_label_names")
     if not isinstance(names, (list, tuple)) or not names:
-        raise ValueError(f"{folder / 'meta'} has no 'fine_label_names' list")
+        raise DataError(f"{folder / 'meta'} has no 'fine_label_names' list")
     classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     d = _unpickle(folder / split)
     if "data" not in d or "fine_labels" not in d:
-        raise ValueError(f"{folder / split} must hold 'data' and 'fine_labels', found keys {sorted(map(str, d))}")
+        raise DataError(f"{folder / split} must hold 'data' and 'fine_labels', found keys {sorted(map(str, d))}")
     data = np.asarray(d["data"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise ValueError(f"{folder / split}: 'data' must be a uint8 array of shape (N, 3072), got "
+        raise DataError(f"{folder / split}: 'data' must be a uint8 array of shape (N, 3072), got "
                          f"{data.dtype} {data.shape}")
     labels = np.asarray(d["fine_labels"], dtype=np.int64)
     if labels.shape != (data.shape[0],):
-        raise ValueError(f"{folder / split}: {data.shape[0]} images but 'fine_labels' of shape {labels.shape}")
+        raise DataError(f"{folder / split}: {data.shape[0]} images but 'fine_labels' of shape {labels.shape}")
     mean, std = STATS["cifar100"]
     return ImageDataset(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels), classes,
                         f"cifar100/{split} ({folder / split})", mean, std)
@@ -245,14 +246,14 @@ def load_image_folder(root: os.PathLike, image_size: int, channels: int = 3,
     if not root.is_dir():
         raise DataNotFoundError(f"image folder {root} does not exist (expected {root}/<class>/<image>)")
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+        raise ConfigError(f"channels must be 1 or 3, got {channels}")
     found = sorted(p.name for p in root.iterdir() if p.is_dir())
     classes = list(classes) if classes is not None else found
     if not classes:
         raise DataNotFoundError(f"image folder {root} has no class sub-folders (expected {root}/<class>/<image>)")
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise ValueError(f"image folder {root} has classes {unknown} that are not among {classes}")
+        raise DataError(f"image folder {root} has classes {unknown} that are not among {classes}")
     arrays, labels = [], []
     for label, name in enumerate(classes):
         folder = root / name
@@ -266,7 +267,7 @@ def load_image_folder(root: os.PathLike, image_size: int, channels: int = 3,
                     im = im.convert("L" if channels == 1 else "RGB").resize((image_size, image_size), Image.BILINEAR)
                     arr = np.asarray(im, dtype=np.uint8)
             except (UnidentifiedImageError, OSError) as exc:
-                raise ValueError(f"image {p} could not be read ({type(exc).__name__}: {exc})") from None
+                raise DataError(f"image {p} could not be read ({type(exc).__name__}: {exc})") from None
             arrays.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
             labels.append(label)
     if not arrays:
@@ -294,7 +295,7 @@ def load_image_dataset(name: str, data_dir: Optional[os.PathLike], image_size: i
                                     "(or val/ instead of test/)")
         train = load_image_folder(base / "train", image_size, channels)
         return train, load_image_folder(test_dir, image_size, channels, classes=train.classes)
-    raise ValueError(f"dataset must be one of {list(IMAGE_DATASETS)}, got {name!r}")
+    raise ConfigError(f"dataset must be one of {list(IMAGE_DATASETS)}, got {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------- transforms
@@ -312,10 +313,10 @@ def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: 
     result is a function of the generator state: batches are reproducible and shardable across ranks.
     """
     if images.ndim != 4:
-        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+        raise ConfigError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
     b, _, h, w = images.shape
     if padding < 0:
-        raise ValueError(f"padding must be >= 0, got {padding}")
+        raise ConfigError(f"padding must be >= 0, got {padding}")
     oy = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
     ox = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
     coin = torch.rand(b, generator=generator) < 0.5

@@ -25,7 +25,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import DataNotFoundError, resolve_data_dir
+from ..errors import ConfigError
+from . import DataError, DataNotFoundError, resolve_data_dir
 
 __all__ = ["LLFFScene", "load_llff", "camera_rays", "ndc_rays", "LLFF_HOLDOUT", "IMAGE_SUFFIXES"]
 
@@ -95,7 +96,7 @@ def _read_image(path: Path) -> np.ndarray:
             im.load()
             arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"image {path} is corrupt or not a readable image ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"image {path} is corrupt or not a readable image ({type(exc).__name__}: {exc})") from None
     return arr
 
 
@@ -120,9 +121,9 @@ def load_llff(
     image count != pose count, images of different sizes, a corrupt image or malformed poses.
     """
     if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
-        raise ValueError(f"downscale must be a positive integer, got {downscale!r}")
+        raise ConfigError(f"downscale must be a positive integer, got {downscale!r}")
     if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 2:
-        raise ValueError(f"holdout must be an integer >= 2 (every holdout-th view is a test view), got {holdout!r}")
+        raise ConfigError(f"holdout must be an integer >= 2 (every holdout-th view is a test view), got {holdout!r}")
     root = resolve_data_dir(data_dir, "nerf_llff", "LLFF scenes (<scene>/images_8, <scene>/poses_bounds.npy)")
     base = root / scene
     if not base.is_dir():
@@ -139,21 +140,32 @@ def load_llff(
     try:
         arr = np.load(pose_file, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise ValueError(f"{pose_file} is not a readable .npy array ({exc})") from None
-    if arr.ndim != 2 or arr.shape[1] != 17 or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{pose_file} must hold a finite (N, 17) array, got shape {arr.shape}")
+        raise DataError(f"{pose_file} is not a readable .npy array ({exc})") from None
+    if arr.ndim != 2 or arr.shape[1] != 17:
+        raise DataError(f"{pose_file} must hold an (N, 17) array (3x5 pose + 2 depth bounds per image), got shape {arr.shape}")
+    bad = np.argwhere(~np.isfinite(arr))
+    if len(bad):
+        where = ", ".join(f"[{r}, {c}]={arr[r, c]}" for r, c in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise DataError(f"{pose_file} holds {len(bad)} non-finite values (NaN or inf) at (image, column) {where}; "
+                        "the poses and bounds must be finite")
+    if not np.all(arr[:, 15:17] > 0):
+        r = int(np.argwhere(~(arr[:, 15:17] > 0))[0, 0])
+        raise DataError(f"{pose_file}: depth bounds (columns 15, 16) must be > 0, image {r} has {arr[r, 15:17].tolist()}")
     files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {img_dir}")
     if len(files) != len(arr):
-        raise ValueError(f"{img_dir} has {len(files)} images but {pose_file} has {len(arr)} poses; they must match one to one")
+        raise DataError(f"{img_dir} has {len(files)} images but {pose_file} has {len(arr)} poses; they must match one to one")
 
     images = []
     for f in files:
         img = _read_image(f)
         if images and img.shape != images[0].shape:
-            raise ValueError(f"image {f} is {img.shape[1]}x{img.shape[0]} but {files[0]} is "
+            raise DataError(f"image {f} is {img.shape[1]}x{img.shape[0]} but {files[0]} is "
                              f"{images[0].shape[1]}x{images[0].shape[0]}; all images of a scene must have one size")
+        if not images and downscale > min(img.shape[:2]):
+            raise ConfigError(f"downscale {downscale} leaves no pixels: the images_8 images of {scene} are "
+                              f"{img.shape[1]}x{img.shape[0]}; downscale must be <= {min(img.shape[:2])}")
         images.append(img)
     full_w = float(arr[0, 9])
     h8, w8 = images[0].shape[:2]

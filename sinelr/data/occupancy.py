@@ -21,6 +21,8 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..errors import ConfigError
+
 __all__ = [
     "MESH_SUFFIXES",
     "MeshError",
@@ -182,11 +184,11 @@ def check_grid_memory(resolution: int, what: str = "eval_resolution", bytes_per_
     """Refuse a grid whose labelling (int32 crossing counts) and label + prediction arrays, about
     `bytes_per_point` per point, would exceed half of the available memory."""
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
-        raise ValueError(f"{what} must be an integer >= 2, got {resolution!r}")
+        raise ConfigError(f"{what} must be an integer >= 2, got {resolution!r}")
     need = bytes_per_point * resolution ** 3
     avail = _available_memory_bytes()
     if avail is not None and need > avail // 2:
-        raise ValueError(
+        raise ConfigError(
             f"{what}={resolution} needs about {need / 2**30:.1f} GiB for the {resolution}^3 grid's labels and "
             f"predictions, more than half of the {avail / 2**30:.1f} GiB of available memory; use a smaller {what}"
         )

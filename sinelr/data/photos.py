@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..errors import DataError
+
 __all__ = ["load_photo"]
 
 
@@ -26,17 +28,17 @@ def load_photo(name: str, size: int, builtin: Sequence[str]) -> torch.Tensor:
         try:
             img = io.imread(path)
         except Exception as exc:  # imageio/PIL raise many types for files they cannot decode
-            raise ValueError(f"image file {name!r} could not be decoded as an image ({type(exc).__name__}: {exc})") from None
+            raise DataError(f"image file {name!r} could not be decoded as an image ({type(exc).__name__}: {exc})") from None
     img = img_as_float(np.asarray(img))
     if img.ndim == 2:
         img = img[..., None]
     if img.ndim != 3 or img.shape[0] < 1 or img.shape[1] < 1:
-        raise ValueError(f"image {name!r} has shape {img.shape}; expected (H, W) or (H, W, C)")
+        raise DataError(f"image {name!r} has shape {img.shape}; expected (H, W) or (H, W, C)")
     img = img[..., :3]  # drop alpha
     h, w = img.shape[:2]
     s = min(h, w)
     img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
     img = transform.resize(img, (size, size), anti_aliasing=True)
     if not np.isfinite(img).all():
-        raise ValueError(f"image {name!r} holds non-finite values")
+        raise DataError(f"image {name!r} holds non-finite values")
     return torch.from_numpy(np.clip(img, 0.0, 1.0).astype(np.float32))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
+from ..errors import ConfigError
 import torch
 from torch import nn
 
@@ -37,7 +38,7 @@ def resolve_model(model: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"--model {model!r}: no such folder (expected a local Hugging Face checkpoint folder)")
     if not path.is_dir() or not (path / "config.json").is_file():
-        raise ValueError(f"--model {model!r} is not a transformers checkpoint folder (expected a folder with "
+        raise ConfigError(f"--model {model!r} is not a transformers checkpoint folder (expected a folder with "
                          "config.json and model weights)")
     return path
 
@@ -59,7 +60,7 @@ class MeanPoolClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, num_labels: int, dropout: Optional[float] = None) -> None:
         super().__init__()
         if num_labels < 1:
-            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+            raise ConfigError(f"num_labels must be >= 1, got {num_labels}")
         self.encoder = encoder
         self.config = encoder.config  # PEFT reads model.config
         p = dropout if dropout is not None else getattr(encoder.config, "hidden_dropout_prob", 0.1)
@@ -99,7 +100,7 @@ def load_classifier(model_path: Path, num_labels: int, pooling: str = "cls") -> 
     from transformers.utils import logging as hf_logging
 
     if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "classifier newly initialized" report is expected here
     try:
@@ -120,7 +121,7 @@ def target_modules(model: nn.Module) -> List[str]:
     for pair in QV_NAMES:
         if all(p in leaves for p in pair):
             return list(pair)
-    raise ValueError(f"could not find the attention query/value projections in {type(model).__name__} "
+    raise ConfigError(f"could not find the attention query/value projections in {type(model).__name__} "
                      f"(looked for {QV_NAMES})")
 
 
@@ -128,7 +129,7 @@ def head_modules(model: nn.Module) -> List[str]:
     """The classification head modules of `model` (trained in full, saved with the adapter)."""
     heads = [h for h in HEAD_NAMES if h in _leaf_names(model)]
     if not heads:
-        raise ValueError(f"no classification head ({HEAD_NAMES}) found in {type(model).__name__}")
+        raise ConfigError(f"no classification head ({HEAD_NAMES}) found in {type(model).__name__}")
     return heads
 
 
@@ -138,9 +139,16 @@ def build_peft_model(base: nn.Module, method: str, rank: int, alpha: float, drop
     from ..peft import LoraConfig, SineLoraConfig, get_peft_model
 
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     kwargs = dict(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules(base),
                   use_dora=method.endswith("dora"), modules_to_save=head_modules(base))
+    # A rank above min(in, out) of an adapted layer adds parameters but no rank: refuse it, naming the layer.
+    for name, module in base.named_modules():
+        shape = getattr(getattr(module, "weight", None), "shape", None)
+        if name.rsplit(".", 1)[-1] in kwargs["target_modules"] and shape is not None and len(shape) == 2 \
+                and rank > min(shape):
+            raise ConfigError(f"rank {rank} is larger than min(out, in) = {min(shape)} of the adapted layer {name} "
+                              f"({shape[0]}x{shape[1]}); use a rank <= {min(shape)}")
     cfg = SineLoraConfig(omega=omega, gain=gain, **kwargs) if method.startswith("sine") else LoraConfig(**kwargs)
     return get_peft_model(base, cfg)
 

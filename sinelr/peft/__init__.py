@@ -19,6 +19,7 @@ from . import _registry  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 
 _registry.register(SineLoraConfig, SineLoraModel)
+_registry.install_load_guard()
 
 __all__ = [
     "SineLoraConfig",

@@ -8,11 +8,16 @@ tests/test_peft.py exercise every guarantee against the installed version).
 Adapter files store the peft type as `STORED_PEFT_TYPE`, a string that itself tells the reader what to
 do: PEFT echoes an unknown peft type verbatim in its KeyError, so a process that never imported
 `sinelr.peft` fails with a message that says to import it.
+
+It also installs a guard on PeftModel.from_pretrained / load_adapter (see `install_load_guard`).
 """
 from __future__ import annotations
 
 import enum
-from typing import Any
+import functools
+import json
+import os
+from typing import Any, Optional
 
 import peft
 from peft.utils.peft_types import PeftType, register_peft_method
@@ -26,6 +31,8 @@ __all__ = [
     "sine_peft_type",
     "register",
     "is_registered",
+    "check_adapter_folder",
+    "install_load_guard",
 ]
 
 PEFT_METHOD_NAME = "sine_lora"
@@ -120,3 +127,115 @@ def register(config_cls: type, model_cls: type) -> None:
     # PeftType(STORED_PEFT_TYPE) resolve to the member.
     PEFT_TYPE_TO_CONFIG_MAPPING[STORED_PEFT_TYPE] = config_cls
     PeftType._value2member_map_[STORED_PEFT_TYPE] = member
+
+
+# ------------------------------------------------------------------ load guard
+# Once sinelr.peft is imported, PeftModel.from_pretrained / load_adapter first look at a local adapter
+# folder: a config file that is missing or not JSON, a folder without weights, and a sine-LoRA adapter
+# about to be loaded as plain LoRA (a forced LoraConfig, or peft_type edited to LORA) raise a clear
+# error before the base model is touched. Hub ids and well-formed folders go on to PEFT unchanged.
+
+# Key suffix of the sine factors in saved adapters (sinelr.peft.model.SINE_KEY_SUFFIX).
+_SINE_KEY_SUFFIX = ".sine_weight"
+# Fields that only a sine-LoRA config has.
+_SINE_FIELDS = ("omega", "gain")
+_CONFIG_NAME = "adapter_config.json"
+_WEIGHT_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def _adapter_error(message: str) -> Exception:
+    from ..errors import AdapterError
+
+    return AdapterError(message)
+
+
+def _is_sine_config(config: Any) -> bool:
+    peft_type = getattr(config, "peft_type", None)
+    return str(getattr(peft_type, "value", peft_type)).startswith(PEFT_TYPE_NAME)
+
+
+def _sine_keys(weights: str) -> list:
+    """Keys of the sine factors in a safetensors file (reads the header only); [] when unreadable or .bin."""
+    if not weights.endswith(".safetensors"):
+        return []
+    try:
+        from safetensors import safe_open
+
+        with safe_open(weights, framework="pt") as handle:
+            return [k for k in handle.keys() if k.endswith(_SINE_KEY_SUFFIX)]
+    except Exception:  # a corrupt file is reported by the loaders themselves, naming the file
+        return []
+
+
+def check_adapter_folder(model_id: Any, subfolder: Optional[str] = None, config: Any = None) -> None:
+    """Raise AdapterError for a local adapter folder that PEFT would load wrongly or with an obscure error.
+
+    `config` is the PeftConfig the adapter will be loaded with (None: the one stored in the folder).
+    Does nothing for a path that is not a local directory (a hub id).
+    """
+    try:
+        directory = os.path.join(os.fspath(model_id), subfolder) if subfolder else os.fspath(model_id)
+    except TypeError:
+        return
+    if not os.path.isdir(directory):
+        return
+    config_file = os.path.join(directory, _CONFIG_NAME)
+    stored: Any = None
+    if os.path.isfile(config_file):
+        try:
+            with open(config_file, encoding="utf-8") as handle:
+                stored = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise _adapter_error(f"{config_file} is not valid JSON: {exc}") from exc
+        if not isinstance(stored, dict):
+            raise _adapter_error(f"{config_file} must hold a JSON object, got {type(stored).__name__}")
+    elif config is None:
+        raise _adapter_error(f"no {_CONFIG_NAME} in the adapter folder {directory}")
+    weights = [os.path.join(directory, n) for n in _WEIGHT_NAMES if os.path.isfile(os.path.join(directory, n))]
+    if not weights:
+        raise _adapter_error(f"no adapter weights in {directory}: expected {' or '.join(_WEIGHT_NAMES)}")
+    stored_type = stored.get("peft_type") if isinstance(stored, dict) else None
+    loads_as_sine = _is_sine_config(config) if config is not None else stored_type in (STORED_PEFT_TYPE, PEFT_TYPE_NAME)
+    if loads_as_sine:
+        return
+    sine_fields = [f"{k}={stored[k]!r}" for k in _SINE_FIELDS if isinstance(stored, dict) and k in stored]
+    sine_keys = _sine_keys(weights[0])
+    if sine_fields or sine_keys:
+        how = (f"with a forced {type(config).__name__}" if config is not None
+               else f"as peft_type {stored_type!r}")
+        evidence = ", ".join(filter(None, [
+            f"{_CONFIG_NAME} has {', '.join(sine_fields)}" if sine_fields else "",
+            f"{len(sine_keys)} sine factor tensors ({sine_keys[0]}, ...)" if sine_keys else "",
+        ]))
+        raise _adapter_error(
+            f"{directory} holds a sine-LoRA adapter ({evidence}) but is being loaded {how}, which would give an "
+            f"adapter that does nothing. Load it as saved: `import sinelr.peft`, then "
+            f"PeftModel.from_pretrained(model, path) without config=, with peft_type {STORED_PEFT_TYPE!r}"
+        )
+
+
+def install_load_guard() -> None:
+    """Wrap PeftModel.from_pretrained and PeftModel.load_adapter with `check_adapter_folder` (idempotent)."""
+    from peft import PeftModel
+
+    if getattr(PeftModel.from_pretrained, "_sinelr_guard", False):
+        return
+    original_from_pretrained = PeftModel.from_pretrained.__func__
+    original_load_adapter = PeftModel.load_adapter
+
+    @functools.wraps(original_from_pretrained)
+    def from_pretrained(cls, model, model_id, *args, **kwargs):
+        config = kwargs.get("config", args[2] if len(args) > 2 else None)
+        check_adapter_folder(model_id, kwargs.get("subfolder"), config)
+        return original_from_pretrained(cls, model, model_id, *args, **kwargs)
+
+    @functools.wraps(original_load_adapter)
+    def load_adapter(self, model_id, adapter_name, *args, **kwargs):
+        config = self.peft_config.get(adapter_name)
+        check_adapter_folder(model_id, kwargs.get("subfolder"), config)
+        return original_load_adapter(self, model_id, adapter_name, *args, **kwargs)
+
+    from_pretrained._sinelr_guard = True  # type: ignore[attr-defined]
+    load_adapter._sinelr_guard = True  # type: ignore[attr-defined]
+    PeftModel.from_pretrained = classmethod(from_pretrained)  # type: ignore[method-assign]
+    PeftModel.load_adapter = load_adapter  # type: ignore[method-assign]

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from peft import LoraConfig
 
-from ..functional import check_gain, check_omega
+from ..functional import _check_positive_real, check_gain, check_omega
 from . import _registry
 
 __all__ = ["SineLoraConfig", "DEFAULT_OMEGA"]
@@ -54,7 +54,13 @@ class SineLoraConfig(LoraConfig):
         self.omega = check_omega(self.omega)
         if self.gain is not None:
             self.gain = check_gain(self.gain)
-        if not isinstance(self.lora_dropout, numbers.Real) or not 0.0 <= float(self.lora_dropout) < 1.0:
+        # lora_alpha scales the update (alpha / r): NaN, inf, 0 or a negative value give a broken or inert adapter.
+        alpha = _check_positive_real("lora_alpha", self.lora_alpha)
+        self.lora_alpha = int(alpha) if isinstance(self.lora_alpha, numbers.Integral) else alpha
+        for key, value in (self.alpha_pattern or {}).items():
+            _check_positive_real(f"alpha_pattern[{key!r}]", value)
+        if (isinstance(self.lora_dropout, bool) or not isinstance(self.lora_dropout, numbers.Real)
+                or not 0.0 <= float(self.lora_dropout) < 1.0):
             raise ValueError(f"lora_dropout must be a number in [0, 1), got {self.lora_dropout!r}")
         init = self.init_lora_weights
         if isinstance(init, str) and init.lower().startswith(_UNSUPPORTED_INITS):

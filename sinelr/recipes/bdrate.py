@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..errors import ConfigError, DataError
+
 __all__ = ["Config", "run", "POSITIONAL", "load_curves"]
 
 POSITIONAL = "paths"
@@ -44,7 +46,7 @@ def _read_rows(path: Path) -> Tuple[List[Dict[str, str]], Optional[float], Path]
         need = {"scene", "method", "rank", "omega", "params", "psnr"}
         missing = need - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{csv_path} lacks the columns {sorted(missing)}; is it a `sinelr nerf` summary?")
+            raise DataError(f"{csv_path} lacks the columns {sorted(missing)}; is it a `sinelr nerf` summary?")
         rows = list(reader)
     omega = None
     cfg = csv_path.parent / "config.json"
@@ -61,7 +63,7 @@ def load_curves(rows: List[Dict[str, Any]], omega: Optional[float]) -> Dict[str,
     sine_omegas = sorted({float(r["omega"]) for r in rows if r["method"] == "sine"})
     if omega is None:
         if len(sine_omegas) > 1:
-            raise ValueError(f"the results hold sine runs at several omegas {sine_omegas}; pass --omega")
+            raise ConfigError(f"the results hold sine runs at several omegas {sine_omegas}; pass --omega")
         omega = sine_omegas[0] if sine_omegas else None
     scenes = sorted({r["scene"] for r in rows})
     out: Dict[str, Dict[str, Curve]] = {}
@@ -130,9 +132,9 @@ def run(config: Config) -> Dict[str, Any]:
     from ..report import write_json
 
     if not config.paths:
-        raise ValueError("give at least one results folder, e.g. `sinelr bdrate results/nerf/nerf_cpu`")
+        raise ConfigError("give at least one results folder, e.g. `sinelr bdrate results/nerf/nerf_cpu`")
     if config.interp not in ("akima", "pchip"):
-        raise ValueError(f"interp must be akima or pchip, got {config.interp!r}")
+        raise ConfigError(f"interp must be akima or pchip, got {config.interp!r}")
     results: Dict[str, Any] = {}
     for p in config.paths:
         rows, cfg_omega, folder = _read_rows(Path(p))

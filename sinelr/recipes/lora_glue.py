@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..errors import ConfigError
 from ..config import config_to_dict, parse_assignments
 from ..data import resolve_data_dir
 from ..data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, constant_baseline, dev_rows, get_task,
@@ -105,28 +106,28 @@ def _validate(config: Config) -> None:
 
     if not config.methods or any(m not in METHODS for m in config.methods):
         bad = [m for m in config.methods if m not in METHODS]
-        raise ValueError(f"unknown method {bad[0] if bad else None!r}; expected one of {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method {bad[0] if bad else None!r}; expected one of {', '.join(METHODS)}")
     for r in config.ranks:
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"rank must be an integer >= 1, got {r!r}")
+            raise ConfigError(f"rank must be an integer >= 1, got {r!r}")
     if not config.ranks or not config.seeds:
-        raise ValueError(f"ranks and seeds must each list at least one value, got {config.ranks} and {config.seeds}")
+        raise ConfigError(f"ranks and seeds must each list at least one value, got {config.ranks} and {config.seeds}")
     for w in [config.omega, *config.omegas]:
         check_omega(w)
     if config.gain is not None:
         check_gain(config.gain)
     if config.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
+        raise ConfigError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
     if config.batch_size < 1 or config.eval_batch_size < 1:
-        raise ValueError(f"batch sizes must be >= 1, got {config.batch_size} and {config.eval_batch_size}")
+        raise ConfigError(f"batch sizes must be >= 1, got {config.batch_size} and {config.eval_batch_size}")
     if not config.lr > 0:
-        raise ValueError(f"lr must be > 0, got {config.lr}")
+        raise ConfigError(f"lr must be > 0, got {config.lr}")
     if config.head_lr is not None and not config.head_lr > 0:
-        raise ValueError(f"head_lr must be > 0, got {config.head_lr}")
+        raise ConfigError(f"head_lr must be > 0, got {config.head_lr}")
     if config.pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {config.pooling!r}")
+        raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {config.pooling!r}")
     if not config.learn_margin >= 0:
-        raise ValueError(f"learn_margin must be >= 0 (points), got {config.learn_margin}")
+        raise ConfigError(f"learn_margin must be >= 0 (points), got {config.learn_margin}")
 
 
 def _data_root(config: Config) -> Path:
@@ -147,7 +148,7 @@ def _schedules(config: Config) -> Dict[str, Dict[str, float]]:
         path = CONFIGS_DIR / f"glue_{config.schedule.replace('-', '_')}.yaml"
     if not path.is_file():
         names = sorted(p.stem[5:].replace("_", "-") for p in CONFIGS_DIR.glob("glue_*.yaml"))
-        raise ValueError(f"schedule must be one of {names} (configs/glue_<name>.yaml) or the path of a schedule "
+        raise ConfigError(f"schedule must be one of {names} (configs/glue_<name>.yaml) or the path of a schedule "
                          f"YAML file, got {config.schedule!r}")
     return {t: task_schedule(read_schedule(path), t, epochs=config.epochs, max_train=config.max_train,
                              dev_max=config.dev_max, max_seq_len=config.max_seq_len) for t in read_schedule(path)}
@@ -480,7 +481,7 @@ def _session(config: Config, tasks: List[str]) -> Session:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"--model {config.model!r} ({model_path}) is not a loadable transformers checkpoint: "
+        raise ConfigError(f"--model {config.model!r} ({model_path}) is not a loadable transformers checkpoint: "
                          f"{exc}") from None
     schedules, root = _schedules(config), _data_root(config)
     data = {t: load_task_data(t, tokenizer, root, schedules[t]) for t in tasks}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from sinelr.errors import ConfigError
 from sinelr.config import parse_assignments
 
 COLUMNS: Dict[str, Any] = {"mesh": str, "method": str, "rank": "int|str", "omega": float, "seed": int,
@@ -90,25 +91,25 @@ SPEC_ARGS = dict(
 def _validate(c: Config) -> Dict[str, float]:
     bad = [m for m in c.methods if m not in METHODS]
     if bad or not c.methods:
-        raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {c.methods}")
+        raise ConfigError(f"methods must be a non-empty subset of {list(METHODS)}, got {c.methods}")
     if not c.mesh or not c.seeds:
-        raise ValueError(f"mesh and seeds must be non-empty, got mesh={c.mesh}, seeds={c.seeds}")
+        raise ConfigError(f"mesh and seeds must be non-empty, got mesh={c.mesh}, seeds={c.seeds}")
     for name in ("steps", "batch_size", "eval_chunk", "hidden_features", "hidden_layers"):
         if getattr(c, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
+            raise ConfigError(f"{name} must be >= 1, got {getattr(c, name)}")
     if c.warmup < 0 or c.checkpoint_every < 0:
-        raise ValueError(f"warmup and checkpoint_every must be >= 0, got {c.warmup}, {c.checkpoint_every}")
+        raise ConfigError(f"warmup and checkpoint_every must be >= 0, got {c.warmup}, {c.checkpoint_every}")
     for k in list(c.ranks) + ([c.omega_sweep_rank] if c.omegas else []):
         if not 1 <= k <= c.hidden_features:
-            raise ValueError(f"ranks must be in [1, hidden_features={c.hidden_features}], got {k}")
+            raise ConfigError(f"ranks must be in [1, hidden_features={c.hidden_features}], got {k}")
     from sinelr.functional import check_omega
 
     for w in [c.omega] + list(c.omegas):
         check_omega(w)
     if not (c.lr > 0 and c.scale > 0):
-        raise ValueError(f"lr and scale must be > 0, got lr={c.lr}, scale={c.scale}")
+        raise ConfigError(f"lr and scale must be > 0, got lr={c.lr}, scale={c.scale}")
     if c.mesh_resolution < 8:
-        raise ValueError(f"mesh_resolution must be >= 8, got {c.mesh_resolution}")
+        raise ConfigError(f"mesh_resolution must be >= 8, got {c.mesh_resolution}")
     lrs = parse_assignments("method_lr", c.method_lr, METHODS)
     return {m: lrs.get(m, c.lr) for m in METHODS}
 
@@ -120,7 +121,7 @@ def _resolve_mesh(entry: str, data_dir: Optional[str]) -> Path:
     if p.is_file():
         return p
     if p.exists():
-        raise ValueError(f"mesh {str(p)!r} is not a file (a directory?); give a .ply/.obj/.off/.stl/.glb file")
+        raise ConfigError(f"mesh {str(p)!r} is not a file (a directory?); give a .ply/.obj/.off/.stl/.glb file")
     if p.parent != Path("."):
         raise FileNotFoundError(f"mesh file {str(p)!r} does not exist")
     try:
@@ -406,7 +407,7 @@ def _inputs(c: Config, render_only: bool) -> List[tuple]:
         out.append((data.name, path, data))
     names = [n for n, _, _ in out]
     if len(set(names)) != len(names):
-        raise ValueError(f"two meshes share a name (file stem) and would share an output folder: {names}")
+        raise ConfigError(f"two meshes share a name (file stem) and would share an output folder: {names}")
     return out
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from sinelr.errors import ConfigError
 from sinelr.config import parse_assignments
 
 # Photos that ship inside the scikit-image wheel (no download needed).
@@ -56,24 +57,24 @@ SPEC_ARGS = dict(grid_keys=("methods", "ranks", "seeds", "render_only", "note"),
 
 def _positive_int(name: str, value: object, low: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _validate(c: Config) -> Dict[str, float]:
     for name, low in (("size", 4), ("width", 2), ("depth", 1), ("num_frequencies", 0), ("steps", 1), ("threads", 0)):
         _positive_int(name, getattr(c, name), low)
     if not c.methods or any(m not in METHODS for m in c.methods):
-        raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {c.methods}")
+        raise ConfigError(f"methods must be a non-empty subset of {list(METHODS)}, got {c.methods}")
     if not c.ranks or not c.seeds:
-        raise ValueError(f"ranks and seeds must each list at least one value, got ranks={c.ranks}, seeds={c.seeds}")
+        raise ConfigError(f"ranks and seeds must each list at least one value, got ranks={c.ranks}, seeds={c.seeds}")
     for k in c.ranks:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= c.width:
-            raise ValueError(f"every rank must be an integer in [1, width={c.width}], got {k!r}")
+            raise ConfigError(f"every rank must be an integer in [1, width={c.width}], got {k!r}")
     for name, values in (("ranks", c.ranks), ("seeds", c.seeds)):
         if len(set(values)) != len(values):
-            raise ValueError(f"{name} must not repeat, got {list(values)}")
+            raise ConfigError(f"{name} must not repeat, got {list(values)}")
     if not isinstance(c.lr, (int, float)) or not math.isfinite(c.lr) or c.lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {c.lr!r}")
+        raise ConfigError(f"lr must be a finite number > 0, got {c.lr!r}")
     from sinelr.functional import check_gain, check_omega
 
     check_omega(c.omega)
@@ -123,13 +124,13 @@ def run_one(c: Config, lrs: Dict[str, float], image, point: Dict[str, Any], fold
         res = train_loop(model, opt, lambda step: torch.mean((model(coords) - target) ** 2), c.steps,
                          scheduler=cosine_with_warmup(opt, 0, c.steps), desc=label)
     except NonFiniteLossError as exc:
-        raise ValueError(f"{label} diverged: {exc}. Try a lower --lr / --method-lr (now {lrs[method]:g})"
+        raise ConfigError(f"{label} diverged: {exc}. Try a lower --lr / --method-lr (now {lrs[method]:g})"
                          + (f" or --omega (now {c.omega:g})" if method == "sine" else "")) from exc
     model.eval()
     with torch.no_grad():
         pred = model(coords)
     if not torch.isfinite(pred).all():
-        raise ValueError(f"{label} produced non-finite outputs after training; try a lower --lr")
+        raise ConfigError(f"{label} produced non-finite outputs after training; try a lower --lr")
     np.save(folder / "reconstruction.npy", pred.reshape(image.shape).numpy())
     rep = parameter_report(model, reference=build("dense", None))
     return {"omega": c.omega if method == "sine" else None, "params": rep.total,

@@ -72,6 +72,14 @@ def _parse_shape(text: str) -> Tuple[int, int]:
 def _validate(c: Config) -> None:
     if isinstance(c.size, bool) or not isinstance(c.size, int) or c.size < 2:
         raise ValueError(f"size must be an integer >= 2, got {c.size!r}")
+    from ..data import available_memory_bytes
+
+    # A few float64 size x size matrices live at once (the matrix, its SVD factors, a heatmap): refuse
+    # before allocating when they would not fit in half of the available memory.
+    need, avail = 8 * 4 * c.size ** 2, available_memory_bytes()
+    if avail is not None and need > avail // 2:
+        raise ValueError(f"size={c.size} needs about {need / 2**30:.1f} GiB for its {c.size}x{c.size} float64 "
+                         f"matrices, more than half of the {avail / 2**30:.1f} GiB of available memory; use a smaller size")
     if not c.ranks:
         raise ValueError("ranks must list at least one rank")
     for k in list(c.ranks) + [c.fig_rank]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from sinelr.errors import ConfigError
 from sinelr.config import parse_assignments
 
 # Paper, Tab. 2: CIFAR-100, ViT-S trained from scratch, top-1 (%) of low-rank / sine low-rank MLPs.
@@ -95,26 +96,26 @@ def _validate(c: Config) -> Dict[str, float]:
     from sinelr.functional import check_omega
 
     if not c.methods or any(m not in METHODS for m in c.methods):
-        raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {c.methods}")
+        raise ConfigError(f"methods must be a non-empty subset of {list(METHODS)}, got {c.methods}")
     if c.dataset not in IMAGE_DATASETS:
-        raise ValueError(f"dataset must be one of {list(IMAGE_DATASETS)}, got {c.dataset!r}")
+        raise ConfigError(f"dataset must be one of {list(IMAGE_DATASETS)}, got {c.dataset!r}")
     for name in ("batch_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_dim", "eval_batch_size", "image_size"):
         if getattr(c, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
+            raise ConfigError(f"{name} must be >= 1, got {getattr(c, name)}")
     if any(k < 1 or k > min(c.embed_dim, c.mlp_dim) for k in list(c.ranks) + [c.omega_sweep_rank]) or not c.seeds:
-        raise ValueError(f"ranks must be in [1, min(embed_dim, mlp_dim)={min(c.embed_dim, c.mlp_dim)}] and seeds "
+        raise ConfigError(f"ranks must be in [1, min(embed_dim, mlp_dim)={min(c.embed_dim, c.mlp_dim)}] and seeds "
                          f"non-empty, got ranks={c.ranks}, omega_sweep_rank={c.omega_sweep_rank}, seeds={c.seeds}")
     if not c.epochs > 0:
-        raise ValueError(f"epochs must be > 0, got {c.epochs}")
+        raise ConfigError(f"epochs must be > 0, got {c.epochs}")
     if c.lr <= 0 or c.weight_decay < 0 or c.warmup_epochs < 0 or not 0 <= c.label_smoothing < 1:
-        raise ValueError(f"need lr > 0, weight_decay >= 0, warmup_epochs >= 0, 0 <= label_smoothing < 1; got "
+        raise ConfigError(f"need lr > 0, weight_decay >= 0, warmup_epochs >= 0, 0 <= label_smoothing < 1; got "
                          f"{c.lr}, {c.weight_decay}, {c.warmup_epochs}, {c.label_smoothing}")
     for w in [c.omega] + list(c.omegas):
         check_omega(w)
     if c.crop_padding < 0 or c.stop_after_steps < 0 or c.checkpoint_every < 0 or c.val_split < 0:
-        raise ValueError("crop_padding, stop_after_steps, checkpoint_every and val_split must be >= 0")
+        raise ConfigError("crop_padding, stop_after_steps, checkpoint_every and val_split must be >= 0")
     if c.mixed_precision not in ("no", "bf16"):
-        raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {c.mixed_precision!r}")
+        raise ConfigError(f"mixed_precision must be 'no' or 'bf16', got {c.mixed_precision!r}")
     lrs = parse_assignments("method_lr", c.method_lr, METHODS)
     return {m: lrs.get(m, c.lr) for m in METHODS}
 
@@ -145,11 +146,11 @@ def load_data(c: Config):
 
     train, test = load_image_dataset(c.dataset, c.data_dir, c.image_size, 3)
     if train.size != c.image_size:
-        raise ValueError(f"{c.dataset} images are {train.size}x{train.size} but image_size is {c.image_size}; "
+        raise ConfigError(f"{c.dataset} images are {train.size}x{train.size} but image_size is {c.image_size}; "
                          f"set image_size: {train.size}")
     if c.val_split:
         if c.val_split >= len(train):
-            raise ValueError(f"val_split={c.val_split} leaves no training images (the training set has {len(train)})")
+            raise ConfigError(f"val_split={c.val_split} leaves no training images (the training set has {len(train)})")
         return _split(train, c.val_split, seed=3000) + ("val",)
     return train, test.subset(c.test_subset, seed=2000), "test"
 
@@ -430,11 +431,11 @@ def run(config: Config) -> List[Dict[str, Any]]:
     accelerator = Accelerator(cpu=device.type == "cpu",
                               mixed_precision="bf16" if c.mixed_precision == "bf16" and device.type == "cuda" else "no")
     if c.batch_size % accelerator.num_processes:
-        raise ValueError(f"batch_size {c.batch_size} must be divisible by the number of processes "
+        raise ConfigError(f"batch_size {c.batch_size} must be divisible by the number of processes "
                          f"({accelerator.num_processes})")
     data = None if c.render_only else load_data(c)  # read and checked before anything is written
     if data is not None and len(data[0]) // c.batch_size < 1:
-        raise ValueError(f"the training set ({len(data[0])} images) is smaller than one batch ({c.batch_size})")
+        raise ConfigError(f"the training set ({len(data[0])} images) is smaller than one batch ({c.batch_size})")
     sweep = Sweep(SweepSpec("vit", COLUMNS, KEY, **SPEC_ARGS), config_to_dict(c), Path(c.output_dir), Path(c.run_dir),
                   lambda rows, folder: render(c, lrs, rows, folder), is_main=accelerator.is_main_process)
     return sweep.run(grid(c), lambda p, f: run_one(c, lrs, data, accelerator, p, f, sweep.checkpoint_fingerprint(p)),
