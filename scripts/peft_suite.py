@@ -27,7 +27,7 @@ import tarfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO / "runs" / "peft_suite"
+CACHE = Path(os.environ.get("SINELR_PEFT_SUITE_CACHE", REPO / "runs" / "peft_suite"))
 
 # Single-adapter rows on PEFT's tiny models (MLP: lin0 10->20, lin1 20->2; EmbConv1D: emb + Conv1D).
 SINGLE_ROWS = '''[
