@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
-if ! "$PYTHON" -c "import datasets" 2>/dev/null; then
+if ! "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('datasets') is None)"; then
     echo "peft_suite: installing datasets (PEFT's test helpers import it)" >&2
     "$PYTHON" -m pip install -q datasets
 fi
