@@ -309,6 +309,15 @@ def test_cache_is_skipped_when_gradients_are_needed():
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+def test_cache_can_be_turned_off(monkeypatch):
+    model = _model()
+    expected = _out(model)
+    model.train().eval()
+    monkeypatch.setattr(SineLoraLinear, "cache_delta_in_eval", False)
+    torch.testing.assert_close(_out(model), expected, rtol=1e-6, atol=1e-6)
+    assert not any(layer._sine_delta_cache for layer in _layers(model))
+
+
 def test_plain_lora_is_untouched_by_sine_fixes():
     """Sanity: PEFT's own LoRA with lora_bias still works in the same process (nothing patched globally)."""
     model = get_peft_model(_base(), LoraConfig(target_modules=["lin0"], lora_bias=True)).eval()

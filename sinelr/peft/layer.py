@@ -45,6 +45,9 @@ class SineLoraLinear(LoraLinear):
     """
 
     other_param_names = LoraLayer.other_param_names + ("sine_omega", "sine_gain")
+    # Reuse delta W across eval-mode calls (see `cached_delta`). It costs one (out x in) fp32 matrix per
+    # active adapter and layer; set False on the class or on single layers to trade that memory for time.
+    cache_delta_in_eval: bool = True
 
     def update_layer(self, adapter_name: str, r: int, lora_alpha: int, config: Any, **kwargs: Any) -> None:
         if not hasattr(self, "sine_omega"):
@@ -141,7 +144,7 @@ class SineLoraLinear(LoraLinear):
         part of its key. train(), merge/unmerge, set_adapter, update/delete of an adapter and every
         device or dtype move (`_apply`) drop it.
         """
-        if self.training or self._is_meta(adapter):
+        if self.training or not self.cache_delta_in_eval or self._is_meta(adapter):
             return None
         A, B = self.lora_A[adapter].weight, self.lora_B[adapter].weight
         if torch.is_grad_enabled() and (A.requires_grad or B.requires_grad):
