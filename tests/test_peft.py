@@ -447,10 +447,7 @@ def test_unsupported_layer_types_change_nothing():
     _assert_untouched(conv)
 
 
-def test_lora_bias_and_mixed_batches_refused():
-    base, _ = _mlp()
-    with pytest.raises(ValueError, match="lora_bias"):
-        get_peft_model(base, SineLoraConfig(target_modules=["0"], lora_bias=True))
+def test_mixed_batches_refused():
     model, inputs = _peft(_mlp, TEST_CASES[0][2])
     with pytest.raises(ValueError, match="mixed-adapter batches"):
         model(**inputs, adapter_names=["default"] * 5)

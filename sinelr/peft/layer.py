@@ -1,23 +1,25 @@
-"""The sine-LoRA layer: PEFT's LoRA `Linear` whose update is sin(omega * B A) / g * scaling.
+"""The sine-LoRA layer: PEFT's LoRA `Linear` whose update is sin(omega * B A) / g * scaling (+ an optional lora_B bias).
 
 Everything except the update itself is PEFT's: adapter dicts, scaling, dropout, active/disabled
-adapters, merge/unmerge bookkeeping and the variant plumbing (`resolve_lora_variant`). Forward,
-`get_delta_weight` (used by merge and unmerge) and the sine-DoRA variant all go through
-`sinelr.functional`, the one place the formula lives.
+adapters, merge/unmerge bookkeeping (including the lora_B bias of `lora_bias=True`) and the variant
+plumbing (`resolve_lora_variant`). Forward, `get_delta_weight` (used by merge and unmerge) and the
+sine-DoRA variant all go through `sinelr.functional`, the one place the formula lives. In eval mode
+without autograd the update is built once per adapter and reused until anything it depends on changes.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from peft.tuners.lora.layer import Linear as LoraLinear
 from peft.tuners.lora.layer import LoraLayer
 from peft.utils.other import transpose
 
-from ..functional import check_gain, check_omega, sine_lowrank_linear, sine_lowrank_weight
+from ..functional import check_gain, check_omega, compute_dtype_for, sine_lowrank_linear, sine_lowrank_weight
 
 __all__ = ["SineLoraLinear", "dispatch_sine", "SUPPORTED_LAYER_TYPES"]
 
@@ -43,6 +45,9 @@ class SineLoraLinear(LoraLinear):
     """
 
     other_param_names = LoraLayer.other_param_names + ("sine_omega", "sine_gain")
+    # Reuse delta W across eval-mode calls (see `cached_delta`). It costs one (out x in) fp32 matrix per
+    # active adapter and layer; set False on the class or on single layers to trade that memory for time.
+    cache_delta_in_eval: bool = True
 
     def update_layer(self, adapter_name: str, r: int, lora_alpha: int, config: Any, **kwargs: Any) -> None:
         if not hasattr(self, "sine_omega"):
@@ -53,11 +58,10 @@ class SineLoraLinear(LoraLinear):
             raise TypeError(f"SineLoraLinear needs a SineLoraConfig (with omega), got {type(config).__name__}")
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
             raise ValueError(f"r must be an integer >= 1, got {r!r}")
-        if getattr(config, "lora_bias", False):
-            raise ValueError("lora_bias=True is not supported by sine-LoRA")
         self.sine_omega[adapter_name] = check_omega(omega)
         gain = getattr(config, "gain", None)
         self.sine_gain[adapter_name] = check_gain(gain) if gain is not None else math.sqrt(self.in_features)
+        self._drop_cached_deltas()
         super().update_layer(adapter_name, r, lora_alpha=lora_alpha, config=config, **kwargs)
 
     @property
@@ -72,8 +76,23 @@ class SineLoraLinear(LoraLinear):
         weight = self.get_base_layer().weight
         return weight.T if self.fan_in_fan_out else weight
 
+    def lora_bias_term(self, adapter: str) -> Optional[torch.Tensor]:
+        """scaling * lora_B.bias (lora_bias=True), added outside the sine, as PEFT's LoRA does; else None."""
+        bias = self.lora_B[adapter].bias
+        return None if bias is None else bias * self.scaling[adapter]
+
     def sine_update(self, adapter: str, x: torch.Tensor, *, with_base: bool, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        """x (W0 + delta W)^T + bias when with_base, else x delta W^T + bias (one GEMM either way)."""
+        """x (W0 + delta W)^T + bias when with_base, else x delta W^T + bias (one GEMM either way).
+
+        In eval mode without autograd the cached delta W of `cached_delta` is used (no sine rebuilt).
+        """
+        delta = self.cached_delta(adapter)
+        if delta is not None:
+            compute = compute_dtype_for(x)
+            with torch.autocast(x.device.type, enabled=False):
+                weight = delta if not with_base else self.base_weight_out_in().to(delta.dtype) + delta
+                b = None if bias is None else bias.to(compute)
+                return F.linear(x.to(compute), weight.to(compute), b)
         return sine_lowrank_linear(
             x,
             self.lora_B[adapter].weight,
@@ -85,12 +104,86 @@ class SineLoraLinear(LoraLinear):
             scale=self.scaling[adapter],
         )
 
+    def _is_meta(self, adapter: str) -> bool:
+        return self.lora_A[adapter].weight.is_meta or self.lora_B[adapter].weight.is_meta
+
+    def sine_delta_out_in(self, adapter: str) -> torch.Tensor:
+        """sin(omega B A) / g * scaling as (out_features, in_features), in at least fp32.
+
+        On the meta device (low_cpu_mem_usage=True) only the shape and dtype exist: an empty meta tensor.
+        """
+        A, B = self.lora_A[adapter].weight, self.lora_B[adapter].weight
+        if self._is_meta(adapter):
+            dtype = torch.promote_types(torch.promote_types(A.dtype, B.dtype), torch.float32)
+            return torch.empty((B.shape[0], A.shape[1]), dtype=dtype, device="meta")
+        delta = sine_lowrank_weight(B, A.T, self.sine_omega[adapter], self.sine_gain[adapter])
+        return delta * self.scaling[adapter]
+
     def get_delta_weight(self, adapter: str) -> torch.Tensor:
         """sin(omega B A) / g * scaling in the base weight's layout, in at least fp32 (used by merge/unmerge)."""
-        delta = sine_lowrank_weight(
-            self.lora_B[adapter].weight, self.lora_A[adapter].weight.T, self.sine_omega[adapter], self.sine_gain[adapter]
+        return transpose(self.sine_delta_out_in(adapter), self.fan_in_fan_out)
+
+    # -- the eval-mode cache of delta W -------------------------------------------------------------
+    def _drop_cached_deltas(self) -> None:
+        self.__dict__["_sine_delta_cache"] = {}
+
+    def _cache_key(self, adapter: str) -> tuple:
+        A, B = self.lora_A[adapter].weight, self.lora_B[adapter].weight
+        return (
+            A.device, A.dtype, B.dtype, self.sine_omega[adapter], self.sine_gain[adapter], self.scaling[adapter],
+            torch.is_inference_mode_enabled(),
         )
-        return transpose(delta * self.scaling[adapter], self.fan_in_fan_out)
+
+    def cached_delta(self, adapter: str) -> Optional[torch.Tensor]:
+        """delta W (out x in, fp32 or wider) reused across calls in eval mode, or None when it must be rebuilt.
+
+        Used only when the layer is in eval mode and no gradient can flow to the factors (grad mode off,
+        or A and B frozen). The cache holds copies of A and B (r x (in + out) numbers) and is reused only
+        while the live factors equal them exactly, so in-place updates (also through `.data`) and
+        reassigned parameters invalidate it; omega, gain, scaling, dtype, device and inference mode are
+        part of its key. train(), merge/unmerge, set_adapter, update/delete of an adapter and every
+        device or dtype move (`_apply`) drop it.
+        """
+        if self.training or not self.cache_delta_in_eval or self._is_meta(adapter):
+            return None
+        A, B = self.lora_A[adapter].weight, self.lora_B[adapter].weight
+        if torch.is_grad_enabled() and (A.requires_grad or B.requires_grad):
+            return None
+        cache = self.__dict__.setdefault("_sine_delta_cache", {})
+        key = self._cache_key(adapter)
+        entry = cache.get(adapter)
+        if entry is not None:
+            old_key, A_copy, B_copy, delta = entry
+            if old_key == key and torch.equal(A_copy, A) and torch.equal(B_copy, B):
+                return delta
+        with torch.no_grad():
+            delta = self.sine_delta_out_in(adapter)
+            cache[adapter] = (key, A.detach().clone(), B.detach().clone(), delta)
+        return delta
+
+    def train(self, mode: bool = True) -> "SineLoraLinear":
+        self._drop_cached_deltas()
+        return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "SineLoraLinear":
+        self._drop_cached_deltas()
+        return super()._apply(fn, recurse)
+
+    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
+        self._drop_cached_deltas()
+        super().merge(safe_merge=safe_merge, adapter_names=adapter_names)
+
+    def unmerge(self) -> None:
+        self._drop_cached_deltas()
+        super().unmerge()
+
+    def set_adapter(self, adapter_names: Union[str, list[str]], inference_mode: bool = False) -> None:
+        self._drop_cached_deltas()
+        super().set_adapter(adapter_names, inference_mode=inference_mode)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        self._drop_cached_deltas()
+        super().delete_adapter(adapter_name)
 
     def _fusable(self, args: tuple, kwargs: dict) -> bool:
         base = self.get_base_layer()
@@ -123,14 +216,19 @@ class SineLoraLinear(LoraLinear):
             if name in self.lora_variant:
                 return self.lora_variant[name].forward(self, active_adapter=name, x=x, result=None)
             if isinstance(self.lora_dropout[name], nn.Identity) or not self.training:
-                return self.sine_update(name, x, with_base=True, bias=self.get_base_layer().bias)
+                bias = self.get_base_layer().bias
+                extra = self.lora_bias_term(name)
+                if extra is not None:
+                    bias = extra if bias is None else bias + extra.to(bias.dtype)
+                return self.sine_update(name, x, with_base=True, bias=bias)
         result = self.base_layer(x, *args, **kwargs)
         for name in active:
             if name in self.lora_variant:
                 result = self.lora_variant[name].forward(self, active_adapter=name, x=x, result=result)
             else:
                 x_drop = self.lora_dropout[name](x)
-                result = result + self.sine_update(name, x_drop, with_base=False, bias=None).to(result.dtype)
+                update = self.sine_update(name, x_drop, with_base=False, bias=self.lora_bias_term(name))
+                result = result + update.to(result.dtype)
         return result
 
     def __repr__(self) -> str:

@@ -66,6 +66,25 @@ class SineLoraModel(LoraModel):
             key = key[: -len(".weight")] + SINE_KEY_SUFFIX
         return key
 
+    def add_weighted_adapter(self, adapters: list[str], weights: list[float], adapter_name: str, *args: Any, **kwargs: Any) -> None:
+        """Refused: no sine-LoRA adapter computes a weighted sum of sine-LoRA adapters.
+
+        PEFT combines LoRA factors ("cat", "linear", "svd", "ties", ...) because B A is linear in them;
+        a sine adapter's update is sin(omega B A) / g * scaling, and sin(omega (B1 A1 + B2 A2)) is not
+        sin(omega B1 A1) + sin(omega B2 A2), so every combination type would silently build another
+        function ("svd" would even apply the sine to an already-sined delta).
+        """
+        combination = kwargs.get("combination_type", args[0] if args else "svd")
+        raise NotImplementedError(
+            f"add_weighted_adapter({list(adapters)!r}, weights={list(weights)!r}, combination_type={combination!r}) "
+            "is not supported for sine-LoRA: an adapter's update is sin(omega * B A) / g * scaling, and "
+            "sin(omega * (B1 A1 + B2 A2)) != sin(omega * B1 A1) + sin(omega * B2 A2), so no combination of the "
+            "factors gives the weighted sum of the adapters' updates (the result would silently be another "
+            "function). For the exact sum, activate the adapters together, "
+            f"model.base_model.set_adapter({list(adapters)!r}) (a weight w is lora_alpha scaled by w), and merge "
+            "them into the base weights with merge_adapter() or merge_and_unload()."
+        )
+
     @staticmethod
     def _create_new_module(lora_config: Any, adapter_name: str, target: nn.Module, **kwargs: Any) -> nn.Module:
         kwargs.pop("device_map", None)

@@ -26,12 +26,20 @@ class SineDoraLinearVariant(DoraLinearVariant):
 
     @staticmethod
     def weight_norm(module: Any, adapter: str) -> torch.Tensor:
-        """||W0 + delta W|| per output row, fp32 or wider, detached (DoRA treats it as a constant)."""
+        """||W0 + delta W|| per output row, fp32 or wider, detached (DoRA treats it as a constant).
+
+        On the meta device (low_cpu_mem_usage=True) an empty meta tensor of the right shape. In eval
+        mode the layer's cached delta W is reused.
+        """
+        base = module.base_weight_out_in()
+        work = torch.promote_types(base.dtype, torch.float32)
+        if module._is_meta(adapter) or base.is_meta:
+            return torch.empty(base.shape[0], dtype=work, device="meta")
         with torch.no_grad():
-            weight = module.base_weight_out_in().to(torch.promote_types(module.base_weight_out_in().dtype, torch.float32))
-            delta = module.get_delta_weight(adapter)
-            delta = delta.T if module.fan_in_fan_out else delta
-            return torch.linalg.vector_norm(weight + delta, dim=1)
+            delta = module.cached_delta(adapter)
+            if delta is None:
+                delta = module.sine_delta_out_in(adapter)
+            return torch.linalg.vector_norm(base.to(work) + delta, dim=1)
 
     @staticmethod
     def init(module: Any, adapter_name: str, **kwargs: Any) -> None:
