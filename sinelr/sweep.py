@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from .errors import ConfigError
 from .report import ResultsConflictError, ResultsTable, provenance, write_json
 
 __all__ = ["SweepSpec", "Sweep", "fingerprint_of", "training_config", "publish_folder", "recover_folder",
@@ -159,6 +160,9 @@ class Sweep:
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
         self.run_dir = Path(self.run_dir)
+        for name, path in (("output_dir", self.output_dir), ("run_dir", self.run_dir)):
+            if path.exists() and not path.is_dir():
+                raise ConfigError(f"{name} {str(path)!r} is an existing file, not a folder")
         excluded = set(self.spec.grid_keys) | set(self.spec.not_in_results)
         self.results_settings = {**training_config(self.config, excluded), **_plain(self.extra)}
         self.training_settings = training_config(self.results_settings, self.spec.not_in_training)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import sinelr
-from sinelr.cli import main
+from sinelr.cli import load_recipe, main
 from sinelr.config import ConfigError, load_config
 from sinelr.errors import AdapterError, DataError, SinelrError
 from sinelr.layers import LowRankLinear, SineLowRankLinear
@@ -230,7 +230,7 @@ def test_plain_lora_and_sine_adapters_still_load(adapters):
 def test_glue_rank_above_the_layer_size_is_refused(method):
     from transformers import BertConfig, BertForSequenceClassification
 
-    from sinelr.recipes.lora_glue import build_peft_model
+    from sinelr.models.encoder_classifier import build_peft_model
 
     base = BertForSequenceClassification(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
                                                     num_attention_heads=2, intermediate_size=32, num_labels=2))
@@ -302,7 +302,7 @@ def test_llff_poses_with_nan_say_where(tmp_path):
 def test_quickstart_corrupt_image_is_one_line(tmp_path, capsys):
     bad = tmp_path / "corrupt.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    assert main(["quickstart", "--image", str(bad), "--steps", "1", "--out-dir", str(tmp_path / "q")]) == 2
+    assert main(["quickstart", "--image", str(bad), "--steps", "1", "--output-dir", str(tmp_path / "q")]) == 2
     err = capsys.readouterr().err
     assert f"image {str(bad)!r} could not be read as an image" in err and "Traceback" not in err
     assert not (tmp_path / "q").exists()
@@ -311,8 +311,9 @@ def test_quickstart_corrupt_image_is_one_line(tmp_path, capsys):
 def test_quickstart_out_dir_naming_a_file_is_one_line(tmp_path, capsys):
     f = tmp_path / "taken"
     f.write_text("x")
-    assert main(["quickstart", "--steps", "1", "--out-dir", str(f)]) == 2
-    assert f"out_dir {str(f)!r} is an existing file, not a folder" in capsys.readouterr().err
+    assert main(["quickstart", "--steps", "1", "--output-dir", str(f)]) == 2
+    assert f"output_dir {str(f)!r} is an existing file, not a folder" in capsys.readouterr().err
+    assert f.read_text() == "x"  # the file is left as it was
 
 
 def test_nerf_downscale_larger_than_the_images_is_one_line(tmp_path, capsys):
@@ -362,7 +363,7 @@ def _fake_recipe(monkeypatch, run):
         steps: int = 3
 
     fake = types.SimpleNamespace(Config=Cfg, run=run, __doc__="a fake recipe")
-    monkeypatch.setattr(cli.importlib, "import_module", lambda name: fake)
+    monkeypatch.setattr(cli, "load_recipe", lambda name: fake)
 
 
 def test_cli_prints_file_errors_in_one_line_with_the_file_name(monkeypatch, capsys, tmp_path):
@@ -400,7 +401,7 @@ def test_library_errors_are_also_builtin_errors():
 def test_paper_scale_default_on_cpu_asks_for_yes(command, cpu_config, monkeypatch, capsys):
     import importlib
 
-    module = importlib.import_module({"nerf": "sinelr.recipes.nerf_llff", "vit": "sinelr.recipes.vit_cifar100"}[command])
+    module = load_recipe(command)
     calls = []
     monkeypatch.setattr(module, "run", lambda config: calls.append(config))
     assert main([command, "--device", "cpu"]) == 2
@@ -455,17 +456,16 @@ def test_one_data_dir_variable_with_a_deprecated_alias(monkeypatch, tmp_path):
 
 
 def test_quickstart_rerun_is_byte_stable(tmp_path):
-    from sinelr.recipes import quickstart as qs
-
-    cfg = qs.Config(size=12, ranks=[1], width=16, depth=1, num_frequencies=2, steps=3, out_dir=str(tmp_path / "q"))
+    qs = load_recipe("quickstart")
+    cfg = qs.Config(size=12, ranks=[1], width=16, depth=1, num_frequencies=2, steps=3, seeds=[0],
+                    output_dir=str(tmp_path / "q"), run_dir=str(tmp_path / "r"))
     qs.run(cfg)
     first = {p.name: p.read_bytes() for p in (tmp_path / "q").iterdir()}
-    qs.run(cfg)
+    qs.run(cfg)  # every point is done: nothing is trained or rewritten
     second = {p.name: p.read_bytes() for p in (tmp_path / "q").iterdir()}
-    assert set(first) == set(second) and "timing.json" in first  # timings live in timing.json (git-ignored)
-    changed = [n for n in first if first[n] != second[n] and n != "timing.json"]
-    assert changed == []
-    assert "seconds" not in first["summary.csv"].decode() and "date" not in json.loads(first["provenance.json"])
-    ignored = subprocess.run(["git", "check-ignore", "-q", "results/quickstart/timing.json"], cwd=ROOT)
+    assert first == second
+    assert "seconds" not in first["summary.csv"].decode()
+    # the main job's default output is git-ignored (the committed copy is results/quickstart/)
+    assert qs.Config().output_dir.startswith("runs/")
+    ignored = subprocess.run(["git", "check-ignore", "-q", "runs/quickstart/summary.csv"], cwd=ROOT)
     assert ignored.returncode == 0
-    assert math.isfinite(json.loads(first["timing.json"])["total_seconds"])

@@ -28,7 +28,7 @@ def load_photo(name: str, size: int, builtin: Sequence[str]) -> torch.Tensor:
         try:
             img = io.imread(path)
         except Exception as exc:  # imageio/PIL raise many types for files they cannot decode
-            raise DataError(f"image file {name!r} could not be decoded as an image ({type(exc).__name__}: {exc})") from None
+            raise DataError(f"image {name!r} could not be read as an image ({type(exc).__name__}: {exc})") from None
     img = img_as_float(np.asarray(img))
     if img.ndim == 2:
         img = img[..., None]

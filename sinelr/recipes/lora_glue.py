@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..errors import ConfigError
-from ..config import config_to_dict, parse_assignments
-from ..data import resolve_data_dir
-from ..data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, constant_baseline, dev_rows, get_task,
+from sinelr.errors import ConfigError
+from sinelr.config import config_to_dict, parse_assignments
+from sinelr.data import resolve_data_dir
+from sinelr.data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, constant_baseline, dev_rows, get_task,
                          read_schedule, task_schedule)
-from ..models.encoder_classifier import METHODS, MINILM, POOLINGS, model_label, resolve_model
-from ..report import git_sha, markdown_table, mean_std, paired_comparison, plot_mean_std, provenance, seeds_text, \
+from sinelr.models.encoder_classifier import METHODS, MINILM, POOLINGS, model_label, resolve_model
+from sinelr.report import git_sha, markdown_table, mean_std, paired_comparison, plot_mean_std, provenance, seeds_text, \
     verdict_lines
-from ..sweep import Sweep, SweepSpec
+from sinelr.sweep import Sweep, SweepSpec
 
 __all__ = ["Config", "run", "grid", "run_one", "render", "SPEC", "PAPER_DIFFS"]
 
@@ -102,7 +102,7 @@ class Config:
 # ----------------------------------------------------------------------------------------- config
 
 def _validate(config: Config) -> None:
-    from ..functional import check_gain, check_omega
+    from sinelr.functional import check_gain, check_omega
 
     if not config.methods or any(m not in METHODS for m in config.methods):
         bad = [m for m in config.methods if m not in METHODS]
@@ -186,7 +186,7 @@ def evaluate(model, data: TaskData, pad_id: int, batch_size: int, device) -> Dic
     """Headline and secondary metrics of `model` on the dev rows (batches sorted by length)."""
     import torch
 
-    from ..data.glue import collate, glue_metrics
+    from sinelr.data.glue import collate, glue_metrics
 
     model.eval()
     order = sorted(range(len(data.dev)), key=lambda i: len(data.dev[i]["input_ids"]))
@@ -206,8 +206,8 @@ def _model_and_optimizer(config: Config, point: Dict[str, Any], data: TaskData, 
     """The seeded classifier with the point's adapter, and AdamW over adapter (lr) and head (head_lr)."""
     import torch
 
-    from ..models import encoder_classifier as ec
-    from ..train import seed_everything
+    from sinelr.models import encoder_classifier as ec
+    from sinelr.train import seed_everything
 
     seed_everything(point["seed"])  # also fixes the initialisation of the head and of the adapter's A
     base = ec.load_classifier(session.model_path, data.spec.num_labels, config.pooling)
@@ -227,9 +227,9 @@ def _train(config: Config, point: Dict[str, Any], folder: Path, data: TaskData, 
     folder/train.json. Returns the unwrapped model and the training record."""
     import torch
 
-    from ..data.glue import collate
-    from ..report import write_json
-    from ..train import cosine_with_warmup, train_loop
+    from sinelr.data.glue import collate
+    from sinelr.report import write_json
+    from sinelr.train import cosine_with_warmup, train_loop
 
     acc, seed = session.accelerator, point["seed"]
     model, optimizer, trainable = _model_and_optimizer(config, point, data, session)
@@ -273,8 +273,8 @@ def _train(config: Config, point: Dict[str, Any], folder: Path, data: TaskData, 
 def _trained(config: Config, point: Dict[str, Any], folder: Path, data: TaskData, session: Session):
     """The saved adapter and training record of a finished fine-tune in `folder` (a rerun that changes only
     evaluation keys), or None."""
-    from ..models import encoder_classifier as ec
-    from ..train import seed_everything
+    from sinelr.models import encoder_classifier as ec
+    from sinelr.train import seed_everything
 
     if not (folder / "train.json").is_file() or not (folder / "adapter" / "adapter_config.json").is_file():
         return None
@@ -475,7 +475,7 @@ def _session(config: Config, tasks: List[str]) -> Session:
     from accelerate import Accelerator
     from transformers import AutoTokenizer
 
-    from ..data.glue import load_task_data
+    from sinelr.data.glue import load_task_data
 
     model_path = resolve_model(config.model)
     try:
