@@ -179,9 +179,10 @@ def render(c: Config, lrs: Dict[str, float], image, sweep, rows: List[Dict[str, 
         f"- image: {image_label(c.image)}, centre-cropped, resized to {c.size}x{c.size}; MLP: Fourier features "
         f"({c.num_frequencies} freqs) -> dense -> {c.depth} x swapped {c.width}x{c.width} layers -> dense, ReLU, sigmoid output",
         f"- training: full batch, Adam with cosine decay, {c.steps} steps; learning rates per method "
-        f"({', '.join(f'{m} {v:g}' for m, v in lrs.items())}; the protocol run in docs/quickstart.md chose them); "
+        f"({', '.join(f'{m} {v:g}' for m, v in lrs.items())}; the defaults come from the LR grid in docs/quickstart.md); "
         f"sine layers omega={c.omega:g}, gain={'sqrt(width)' if c.gain is None else c.gain}",
-        f"- seeds: {', '.join(map(str, sorted({r['seed'] for r in rows})))} (same init stream per seed across methods)",
+        "- seeds: " + (", ".join(map(str, sorted({r["seed"] for r in rows}))) + " (same init stream per seed across methods)"
+                       if all(r["seed"] is not None for r in rows) else "not recorded (one run per model)"),
         "- vs the paper: this small image-fitting check is ours (the paper fits NeRF/occupancy fields, not this photo); "
         "it tests the paper's claim that at equal parameters sine low-rank beats plain low-rank.",
         "", table, "", "Sine minus low-rank PSNR (dB), paired by seed:", "", verdict_lines(comps, "rank k", ranks), "",
