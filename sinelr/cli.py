@@ -6,6 +6,7 @@ A recipe module provides a `Config` dataclass and `run(config)`; the CLI turns e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import sys
@@ -66,12 +67,16 @@ def _recipe_parser(recipe: Recipe, module) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"sinelr {recipe.name}", description=(module.__doc__ or recipe.summary).strip())
     positional = getattr(module, "POSITIONAL", None)
     if positional:
-        parser.add_argument(positional, nargs="*", default=None, help=f"{positional} (see the recipe's docs)")
+        meta = {f.name: f.metadata for f in dataclasses.fields(module.Config)}.get(positional, {})
+        parser.add_argument(positional, nargs="*", default=None, help=meta.get("help", f"{positional} (see the recipe's docs)"))
     add_config_arguments(parser, module.Config)
     if positional:  # the positional replaces the option of the same name
         for action in list(parser._actions):
             if action.dest == positional and action.option_strings:
                 parser._remove_action(action)
+                for group in parser._action_groups:  # and from the help listing
+                    if action in group._group_actions:
+                        group._group_actions.remove(action)
                 for s in action.option_strings:
                     parser._option_string_actions.pop(s, None)
     return parser
