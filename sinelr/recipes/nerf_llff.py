@@ -245,10 +245,9 @@ def scene_sha256(scene) -> str:
 
 def _psnr(rows: List[Dict[str, Any]], method: str, rank: int, omega: float, scenes: List[str]) -> Dict[int, float]:
     """{seed: PSNR averaged over `scenes`} of one cell, for the seeds that have every scene."""
-    cell = [r for r in rows if r["method"] == method and r["rank"] == rank and r["omega"] == omega]
-    seeds = [s for s in sorted({r["seed"] for r in cell}) if all(any(r["scene"] == sc and r["seed"] == s for r in cell)
-                                                                 for sc in scenes)]
-    return {s: sum(r["psnr"] for r in cell if r["seed"] == s and r["scene"] in scenes) / len(scenes) for s in seeds}
+    cell = {(r["scene"], r["seed"]): r["psnr"] for r in rows if (r["method"], r["rank"], r["omega"]) == (method, rank, omega)}
+    seeds = sorted({seed for _, seed in cell})
+    return {s: sum(cell[sc, s] for sc in scenes) / len(scenes) for s in seeds if all((sc, s) in cell for sc in scenes)}
 
 
 def _mean_sd(values: Dict[int, float], fmt: str = ".2f") -> str:
