@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,6 +20,10 @@ __all__ = [
     "spearman",
     "bd_rate",
     "bd_psnr",
+    "BDFigures",
+    "bd_figures",
+    "BD_RATE_TOLERANCE",
+    "BD_PSNR_TOLERANCE",
 ]
 
 
@@ -156,3 +161,59 @@ def bd_rate(rate_a, psnr_a, rate_b, psnr_b, interp: str = "akima") -> float:
         raise ValueError("the two curves have no overlapping quality range")
     mean_diff = (_integral(db, lb, lo, hi, interp) - _integral(da, la, lo, hi, interp)) / (hi - lo)
     return (10.0 ** mean_diff - 1.0) * 100.0
+
+
+# Akima (the paper's interpolation) and PCHIP (shape-preserving) must agree for a BD figure to be read:
+# the figure is flagged when their signs differ or they differ by more than these margins.
+BD_RATE_TOLERANCE = 5.0  # percentage points of BD-rate
+BD_PSNR_TOLERANCE = 0.2  # dB of BD-PSNR
+
+
+@dataclass(frozen=True)
+class BDFigures:
+    """BD-rate (%) and BD-PSNR (dB) of curve b against anchor a with both interpolations.
+
+    `warnings` names every figure whose two interpolations disagree in sign or by more than the
+    tolerances (BD_RATE_TOLERANCE points, BD_PSNR_TOLERANCE dB), or that is not finite; such a figure
+    is not a measurement. `error` says why nothing could be computed (then every figure is NaN).
+    """
+
+    rate_akima: float
+    rate_pchip: float
+    psnr_akima: float
+    psnr_pchip: float
+    warnings: Tuple[str, ...] = ()
+    error: Optional[str] = None
+
+    def rate_warning(self) -> Optional[str]:
+        return next((w for w in self.warnings if w.startswith("BD-rate")), None)
+
+    def psnr_warning(self) -> Optional[str]:
+        return next((w for w in self.warnings if w.startswith("BD-PSNR")), None)
+
+
+def _disagreement(name: str, unit: str, akima: float, pchip: float, tolerance: float) -> Optional[str]:
+    if not (math.isfinite(akima) and math.isfinite(pchip)):
+        return f"{name} not finite (Akima {akima:.4g}{unit}, PCHIP {pchip:.4g}{unit})"
+    if akima * pchip < 0:
+        return f"{name}: Akima {akima:+.4g}{unit} and PCHIP {pchip:+.4g}{unit} disagree in sign"
+    if abs(akima - pchip) > tolerance:
+        return (f"{name}: Akima {akima:+.4g}{unit} and PCHIP {pchip:+.4g}{unit} differ by "
+                f"{abs(akima - pchip):.3g}{unit} (> {tolerance:g}{unit})")
+    return None
+
+
+def bd_figures(rate_a, psnr_a, rate_b, psnr_b) -> BDFigures:
+    """BD-rate and BD-PSNR of b against a with Akima and PCHIP, and a warning where the two disagree.
+
+    Input errors (too few points, no overlap, ...) give a BDFigures of NaNs whose `error` says why.
+    """
+    try:
+        rates = [float(bd_rate(rate_a, psnr_a, rate_b, psnr_b, interp)) for interp in ("akima", "pchip")]
+        psnrs = [float(bd_psnr(rate_a, psnr_a, rate_b, psnr_b, interp)) for interp in ("akima", "pchip")]
+    except ValueError as exc:
+        nan = float("nan")
+        return BDFigures(nan, nan, nan, nan, (), str(exc))
+    warnings = [_disagreement("BD-rate", "%", rates[0], rates[1], BD_RATE_TOLERANCE),
+                _disagreement("BD-PSNR", " dB", psnrs[0], psnrs[1], BD_PSNR_TOLERANCE)]
+    return BDFigures(rates[0], rates[1], psnrs[0], psnrs[1], tuple(w for w in warnings if w))

@@ -14,6 +14,7 @@ import platform
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -33,6 +34,17 @@ __all__ = [
     "PairedComparison",
     "ResultsConflictError",
     "verdict_lines",
+    "provenance_lines",
+    "PAPER_NERF_BD_RATE",
+    "PAPER_NERF_BD_PSNR",
+    "RD_COLUMNS",
+    "RDCurve",
+    "read_rd_rows",
+    "rd_omega",
+    "rd_curves",
+    "rd_bd_figures",
+    "rd_bd_lines",
+    "rd_plot",
 ]
 
 
@@ -339,3 +351,166 @@ def plot_mean_std(path: os.PathLike, series: Mapping[str, Mapping[float, Sequenc
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rate-distortion curves of NeRF-style sweeps (rate = parameters, quality = PSNR) and their BD figures,
+# shared by `sinelr nerf` (its summary) and `sinelr bdrate` (any finished sweep).
+
+# Paper Fig. 5 / Sec. 4.3: sine low-rank vs low-rank NeRF on LLFF, rate = parameters, Akima.
+PAPER_NERF_BD_RATE, PAPER_NERF_BD_PSNR = -64.72, 2.72
+# The columns an RD sweep's summary.csv must hold (rank 0 = full model, omega 0 = not a sine run).
+RD_COLUMNS: Dict[str, Any] = {"scene": str, "method": str, "rank": int, "omega": float, "seed": int,
+                              "params": int, "psnr": float}
+
+
+@dataclass
+class RDCurve:
+    """One method's points in order of rate: the mean and sd of PSNR over seeds at each rank."""
+
+    ranks: List[int]
+    rates: List[float]
+    means: List[float]
+    sds: List[float]
+    seeds: List[int]
+
+
+def read_rd_rows(path: os.PathLike) -> List[Dict[str, Any]]:
+    """Typed RD rows of a results folder's summary.csv (or of the file itself); other columns are ignored."""
+    p = Path(path)
+    csv_path = p / "summary.csv" if p.is_dir() else p
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"no summary.csv at {csv_path} (run `sinelr nerf` first or pass its results folder)")
+    with csv_path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in RD_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{csv_path} lacks the columns {missing}; is it a `sinelr nerf` summary?")
+        raw = list(reader)
+    out = []
+    for i, r in enumerate(raw):
+        try:
+            out.append({c: _coerce_cell(c, t, r[c]) for c, t in RD_COLUMNS.items()})
+        except (TypeError, ValueError, KeyError):
+            raise ValueError(f"{csv_path} line {i + 2}: a value does not fit the columns {list(RD_COLUMNS)}: {r}") from None
+    return out
+
+
+def rd_omega(rows: Sequence[Mapping[str, Any]], omega: Optional[float]) -> Optional[float]:
+    """The sine omega of the curves: `omega` when given, else the only one in the rows (several: an error)."""
+    omegas = sorted({float(r["omega"]) for r in rows if r["method"] == "sine"})
+    if omega is not None:
+        return float(omega)
+    if len(omegas) > 1:
+        raise ValueError(f"the results hold sine runs at several omegas {omegas}; name one (--omega)")
+    return omegas[0] if omegas else None
+
+
+def _rd_points(rows: Sequence[Mapping[str, Any]], method: str, omega: Optional[float]) -> Dict[int, Dict[int, Mapping]]:
+    """{rank: {seed: row}} of one method (sine rows only at `omega`)."""
+    out: Dict[int, Dict[int, Mapping]] = {}
+    for r in rows:
+        if r["method"] == method and (method != "sine" or r["omega"] == omega):
+            out.setdefault(int(r["rank"]), {})[int(r["seed"])] = r
+    return out
+
+
+def rd_curves(rows: Sequence[Mapping[str, Any]], omega: Optional[float]) -> Dict[str, Dict[str, RDCurve]]:
+    """{scene (and 'mean' for several scenes): {'lowrank'|'sine'|'full': RDCurve}} from typed rows.
+
+    Per scene, each rank's PSNR is averaged over its seeds. The mean curve keeps the ranks and seeds
+    every scene has; per seed it averages PSNR over the scenes, then takes mean and sd over seeds.
+    """
+    scenes = sorted({r["scene"] for r in rows})
+    out: Dict[str, Dict[str, RDCurve]] = {}
+    for name in scenes + (["mean"] if len(scenes) > 1 else []):
+        groups = [[r for r in rows if r["scene"] == s] for s in (scenes if name == "mean" else [name])]
+        out[name] = {}
+        for method in ("lowrank", "sine", "full"):
+            per_scene = [_rd_points(g, method, omega) for g in groups]
+            ranks = sorted(set.intersection(*[set(p) for p in per_scene]))
+            curve = RDCurve([], [], [], [], [])
+            for k in ranks:
+                seeds = sorted(set.intersection(*[set(p[k]) for p in per_scene]))
+                vals = [sum(float(p[k][s]["psnr"]) for p in per_scene) / len(per_scene) for s in seeds]
+                m, sd = mean_std(vals)
+                curve.ranks.append(k)
+                curve.rates.append(float(per_scene[0][k][seeds[0]]["params"]))
+                curve.means.append(m)
+                curve.sds.append(sd)
+                curve.seeds = sorted(set(curve.seeds) | set(seeds))
+            out[name][method] = curve
+    return out
+
+
+def rd_bd_figures(curves: Mapping[str, Mapping[str, RDCurve]]) -> Dict[str, Any]:
+    """{curve name: sinelr.metrics.BDFigures} of sine against the low-rank anchor, on the mean curves."""
+    from .metrics import bd_figures
+
+    return {name: bd_figures(c["lowrank"].rates, c["lowrank"].means, c["sine"].rates, c["sine"].means)
+            for name, c in curves.items()}
+
+
+def _pct(v: float) -> str:
+    if not math.isfinite(v):
+        return "n/a"
+    return f"{v:+.2f}%" if abs(v) < 1e4 else f"{v:+.3g}%"
+
+
+def rd_bd_lines(curves: Mapping[str, Mapping[str, RDCurve]], bd: Mapping[str, Any]) -> List[str]:
+    """A markdown table of BD figures (paper row first) with a warning beside every unreliable figure."""
+    head = ["| curve | BD-rate (Akima) | BD-rate (PCHIP) | BD-PSNR (Akima) | BD-PSNR (PCHIP) | warning |",
+            "|---|---|---|---|---|---|",
+            f"| paper (LLFF mean, k = 1..60, Akima) | {PAPER_NERF_BD_RATE:+.2f}% | | {PAPER_NERF_BD_PSNR:+.2f} dB | | |"]
+    for name, b in bd.items():
+        ranks = sorted(set(curves[name]["lowrank"].ranks) & set(curves[name]["sine"].ranks))
+        label = f"ours: {name} (k = {', '.join(map(str, ranks)) or 'none'})"
+        if b.error:
+            head.append(f"| {label} | n/a | n/a | n/a | n/a | not computable: {b.error} |")
+            continue
+        warn = "; ".join(f"UNRELIABLE, {w}" for w in b.warnings)
+        head.append(f"| {label} | {_pct(b.rate_akima)} | {_pct(b.rate_pchip)} | {b.psnr_akima:+.2f} dB | "
+                    f"{b.psnr_pchip:+.2f} dB | {warn} |")
+    return head + ["", "Low-rank is the anchor: a negative BD-rate means sine needs fewer parameters for the same PSNR. "
+                   "A figure is flagged UNRELIABLE when Akima (the paper's interpolation, not shape-preserving) and PCHIP "
+                   "(shape-preserving) disagree in sign or differ by more than a few points (metrics.BD_RATE_TOLERANCE, "
+                   "BD_PSNR_TOLERANCE): the curve is then too flat or too short for a BD figure to mean anything."]
+
+
+def rd_plot(curves: Mapping[str, Mapping[str, RDCurve]], bd: Mapping[str, Any], path: os.PathLike, title: str) -> None:
+    """PSNR vs parameters (log x) per curve, mean ± sd over seeds as error bars, BD figures in the titles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    names = list(curves)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.4 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        c = curves[name]
+        for method, fmt, label in (("lowrank", "o-", "low-rank"), ("sine", "s-", "sine low-rank")):
+            cur = c[method]
+            if cur.rates:
+                ax.errorbar(cur.rates, cur.means, yerr=cur.sds, fmt=fmt, capsize=3,
+                            label=f"{label} ({len(cur.seeds)} seed{'s' if len(cur.seeds) != 1 else ''})")
+                for x, y, k in zip(cur.rates, cur.means, cur.ranks):
+                    ax.annotate(f"k={k}", (x, y), textcoords="offset points", xytext=(3, -10), fontsize=7)
+        if c["full"].means:
+            ax.axhline(c["full"].means[0], color="gray", ls="--", lw=1, label="full rank")
+        b = bd.get(name)
+        text = "BD: n/a" if b is None or b.error else (
+            f"BD-rate {_pct(b.rate_akima)} (Akima) / {_pct(b.rate_pchip)} (PCHIP)\n"
+            f"BD-PSNR {b.psnr_akima:+.2f} / {b.psnr_pchip:+.2f} dB" + ("\nUNRELIABLE: interpolations disagree"
+                                                                       if b.warnings else ""))
+        ax.set_title(f"{name}\n{text}", fontsize=8)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("parameters (all NeRF MLPs)")
+        ax.set_ylabel("test PSNR (dB), mean ± sd over seeds")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -3,15 +3,18 @@ end-to-end train/render/report, and the BD-rate / BD-PSNR metrics on hand-checke
 import csv
 import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from sinelr.cli import load_recipe, main
 from sinelr.data import DataNotFoundError
 from sinelr.data.llff import camera_rays, load_llff, ndc_rays
 from sinelr.layers import LowRankLinear, SineLowRankLinear
-from sinelr.metrics import bd_psnr, bd_rate
+from sinelr.metrics import bd_figures, bd_psnr, bd_rate
 from sinelr.models.nerf import NeRF, NeRFMLP, convert_nerf, render_image, render_rays, sample_pdf
 
 # ---------------------------------------------------------------- tiny synthetic LLFF scenes
@@ -152,39 +155,87 @@ def test_render_rays_coarse_and_fine_shapes_and_sample_pdf():
 
 # ---------------------------------------------------------------- end to end
 
+nerf_llff = load_recipe("nerf")
+bdrate = load_recipe("bdrate")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny(tmp_path, data, **over) -> "nerf_llff.Config":
+    values = dict(output_dir=str(tmp_path / "results"), run_dir=str(tmp_path / "runs"), data_dir=str(data),
+                  scene=["tiny"], ranks=[1, 2], omega=30.0, omegas=[10.0], omega_sweep_ranks=[1], width=16, depth=6,
+                  pos_freqs=2, dir_freqs=1, n_coarse=6, n_fine=4, batch_rays=16, steps=3, lr=1e-3, chunk=64,
+                  device="cpu")
+    values.update(over)
+    return nerf_llff.Config(**values)
+
+
+def _cli(tmp_path, data, *extra: str) -> list:
+    return ["nerf", "--output-dir", str(tmp_path / "results"), "--run-dir", str(tmp_path / "runs"), "--data-dir",
+            str(data), "--scene", "tiny", "--methods", "lowrank", "sine", "--ranks", "1", "--omega", "30",
+            "--width", "16", "--depth", "3", "--pos-freqs", "2", "--dir-freqs", "1", "--n-coarse", "4", "--n-fine", "0",
+            "--batch-rays", "8", "--steps", "2", "--lr", "0.001", "--chunk", "64", "--device", "cpu", *extra]
+
 
 def test_tiny_scene_trains_renders_and_reports_end_to_end(tmp_path, capsys):
-    from sinelr.recipes import bdrate, nerf_llff
-
     data = _write_scene(tmp_path).parent.parent
-    cfg = nerf_llff.Config(name="tiny", out_root=str(tmp_path / "results"), runs_root=str(tmp_path / "runs"),
-                           data_dir=str(data), scene=["tiny"], rank=[1, 2], omega=30.0, omega_sweep=[10.0],
-                           omega_sweep_ranks=[1], width=16, depth=6, pos_freqs=2, dir_freqs=1, n_coarse=6, n_fine=4,
-                           batch_rays=16, steps=3, lr=1e-3, chunk=64, device="cpu")
+    cfg = _tiny(tmp_path, data)
     res = nerf_llff.run(cfg)
-    out = tmp_path / "results" / "tiny"
+    out = tmp_path / "results"
     with (out / "summary.csv").open() as fh:
         reader = csv.DictReader(fh)
         rows = list(reader)
-        assert reader.fieldnames == ["scene", "method", "rank", "omega", "params", "compression", "psnr", "ssim",
-                                     "steps", "seed"]
-    assert len(rows) == 6 == len(res["rows"])  # full, lowrank k1 k2, sine k1 k2, sine k1 omega 10
+        assert reader.fieldnames == list(nerf_llff.COLUMNS)
+        assert reader.fieldnames[:10] == ["scene", "method", "rank", "omega", "params", "compression", "psnr", "ssim",
+                                          "steps", "seed"]  # the layout of the committed tables, extended
+    assert len(rows) == 6 == len(res)  # full, lowrank k1 k2, sine k1 k2, sine k1 omega 10
     assert all(math.isfinite(float(r["psnr"])) for r in rows)
+    assert {len(r["data_sha256"]) for r in rows} == {16} and {r["lr"] for r in rows} == {"0.001"}
     lr1 = next(r for r in rows if r["method"] == "lowrank" and r["rank"] == "1")
     assert float(lr1["compression"]) < 1.0 and int(lr1["params"]) < int(rows[0]["params"])
     assert (out / "views" / "tiny_full_view000.png").is_file()
-    assert (out / "fig4_tiny.png").is_file() and "Does the paper's claim hold" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert (out / "fig4_tiny.png").is_file() and "Does the paper's claim hold" in summary
+    assert "14.00" in summary and "19.77" in summary  # the paper's numbers beside ours
+    assert "sensitivity: full minus low-rank k=1" in summary and "seeds: 1 (0)" in summary
+    # the data path actually used, not a fixed default
+    assert f"read from {(data / 'nerf_llff').resolve()}" in summary and "../shared/data" not in summary
     # a second invocation resumes: every row is already there
+    capsys.readouterr()
     nerf_llff.run(cfg)
-    assert "already in" in capsys.readouterr().out
+    assert "6 of 6 points already in" in capsys.readouterr().out
     bd = bdrate.run(bdrate.Config(paths=[str(out)]))
-    assert set(bd[str(out)]["tiny"]) >= {"bd_rate", "bd_psnr"} and (out / "rd_plot.png").is_file()
+    assert {"rate_akima", "rate_pchip", "psnr_akima"} <= set(vars(bd[str(out)]["tiny"]))
+    assert (out / "rd_plot.png").is_file()
     assert json.loads((out / "bdrate.json").read_text())["omega"] == 30.0
+
+
+def test_a_second_seed_runs_and_changed_settings_are_refused(tmp_path, capsys):
+    data = _write_scene(tmp_path).parent.parent
+    assert main(_cli(tmp_path, data, "--seeds", "0")) == 0
+    out = tmp_path / "results"
+    assert main(_cli(tmp_path, data, "--seeds", "0", "1")) == 0
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert sorted(r["seed"] for r in rows) == ["0", "0", "1", "1"]  # seed 1 was not skipped as "already there"
+    assert "seeds: 2 (0, 1)" in (out / "summary.md").read_text()
+    before = {f: (out / f).read_bytes() for f in ("summary.csv", "summary.md", "config.json")}
+    for flag, value, named in (("--steps", "3", "steps: 2 there, 3 now"), ("--lr", "0.01", "lr: 0.001 there, 0.01 now"),
+                               ("--method-lr", "sine=0.01", "method_lr: [] there, ['sine=0.01'] now")):
+        capsys.readouterr()
+        assert main(_cli(tmp_path, data, "--seeds", "0", "1", flag, value)) == 2
+        assert named in capsys.readouterr().err  # the refusal names the key and both values
+        assert {f: (out / f).read_bytes() for f in before} == before  # nothing rewritten
+
+
+def test_downscale_too_large_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
+    data = _write_scene(tmp_path).parent.parent
+    assert main(_cli(tmp_path, data, "--downscale", "1000")) == 2
+    err = capsys.readouterr().err
+    assert "downscale 1000" in err and "tiny" in err and "16x12" in err
+    assert not (tmp_path / "results").exists()
 
 
 def test_non_finite_loss_stops_training_with_a_message(tmp_path, monkeypatch):
     from sinelr.models import nerf as nerf_mod
-    from sinelr.recipes import nerf_llff
     from sinelr.train import NonFiniteLossError
 
     def nan_render(model, o, *a, **k):
@@ -192,18 +243,51 @@ def test_non_finite_loss_stops_training_with_a_message(tmp_path, monkeypatch):
 
     monkeypatch.setattr(nerf_mod, "render_rays", nan_render)
     data = _write_scene(tmp_path).parent.parent
-    cfg = nerf_llff.Config(name="nan", out_root=str(tmp_path / "r"), runs_root=str(tmp_path / "runs"),
-                           data_dir=str(data), scene=["tiny"], method=["full"], width=8, depth=2, n_coarse=4,
-                           n_fine=0, batch_rays=4, steps=2, device="cpu")
+    cfg = _tiny(tmp_path, data, methods=["full"], width=8, depth=2, n_coarse=4, n_fine=0, batch_rays=4, steps=2)
     with pytest.raises(NonFiniteLossError, match="non-finite loss"):
         nerf_llff.run(cfg)
 
 
 def test_bdrate_cli_errors_on_missing_results(tmp_path, capsys):
-    from sinelr.cli import main
-
     assert main(["bdrate", str(tmp_path / "nowhere")]) == 2
     assert "summary.csv" in capsys.readouterr().err
+
+
+def test_bdrate_help_lists_paths_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["bdrate", "--help"])
+    text = capsys.readouterr().out
+    assert "--paths" not in text and "results folders" in text
+
+
+@pytest.mark.parametrize("folder, config, extra", [
+    ("nerf_cpu", "configs/nerf_cpu.yaml", []),
+    ("nerf_cpu_long", "configs/nerf_cpu_long.yaml", []),
+    ("tuning/tune_lr0.002", "results/nerf/tuning/tune.yaml", ["--lr", "0.002", "--omega", "30"]),
+])
+def test_committed_summaries_re_render_with_the_same_numbers(tmp_path, folder, config, extra, shared_data, capsys):
+    committed = ROOT / "results" / "nerf" / folder
+    copy = tmp_path / Path(folder).name
+    shutil.copytree(committed, copy)
+    args = ["nerf", "--config", str(ROOT / config), "--output-dir", str(copy), "--run-dir", str(tmp_path / "runs"),
+            "--render-only", "true", "--data-dir", str(shared_data), *extra]
+    assert main(args) == 0
+    assert (copy / "summary.csv").read_bytes() == (committed / "summary.csv").read_bytes()
+    summary = (copy / "summary.md").read_text()
+    for r in csv.DictReader((committed / "summary.csv").open()):
+        if r["method"] == "sine" and float(r["omega"]) != float(extra[-1] if extra else 100.0):
+            continue
+        assert f"{float(r['psnr']):.2f}" in summary, r  # every table row's PSNR is rendered
+    # a render under other settings than the rows' config.json is refused (it would misdescribe them)
+    capsys.readouterr()
+    assert main(args + ["--steps", "7"]) == 2
+    assert "there, 7 now" in capsys.readouterr().err
+
+
+def test_rank_above_the_smallest_layer_is_rejected_before_training(tmp_path):
+    cfg = nerf_llff.Config(output_dir=str(tmp_path), data_dir=str(tmp_path), width=128, ranks=[65])
+    with pytest.raises(ValueError, match=r"rank 65 is outside \[1, 63\]"):
+        nerf_llff.run(cfg)
 
 
 # ---------------------------------------------------------------- BD metrics, hand-checked
@@ -248,6 +332,10 @@ def test_bd_metrics_reject_bad_input(args, match):
         bd_psnr(RATES, PSNRS, RATES, PSNRS, interp="cubic")
 
 
+PLATEAU_A = ([4061.0, 14145.0, 26750.0], [16.722, 17.657057, 17.657265])
+PLATEAU_B = ([4061.0, 14145.0, 26750.0], [16.946, 18.273, 18.792])
+
+
 def test_bd_rate_on_a_plateau_akima_overshoots_pchip_stays_bounded():
     # Two ranks with the same PSNR (a plateau, seen on fern low-rank k=5/k=10): log-rate over PSNR is
     # nearly vertical there. PCHIP keeps the answer within the range of the point-wise rate ratios;
@@ -260,9 +348,39 @@ def test_bd_rate_on_a_plateau_akima_overshoots_pchip_stays_bounded():
     assert bd_psnr(*a, *b, interp="akima") == pytest.approx(bd_psnr(*a, *b, interp="pchip"), abs=0.1)
 
 
-def test_rank_above_the_smallest_layer_is_rejected_before_training(tmp_path):
-    from sinelr.recipes import nerf_llff
+def test_bd_figures_flag_akima_and_pchip_disagreeing_in_sign():
+    # A constructed case: Akima gives +827 % (below the old 1000 % flag) while PCHIP gives -28 %.
+    rates = [1e3, 3e3, 1e4, 3e4, 1e5]
+    a, b = [15.88, 16.64, 16.65, 16.81, 18.37], [16.03, 16.59, 17.02, 17.12, 18.18]
+    fig = bd_figures(rates, a, rates, b)
+    assert fig.rate_akima == pytest.approx(bd_rate(rates, a, rates, b, "akima")) and 100 < fig.rate_akima < 1000
+    assert fig.rate_pchip == pytest.approx(bd_rate(rates, a, rates, b, "pchip")) and fig.rate_pchip < 0
+    assert fig.rate_warning() is not None and "disagree in sign" in fig.rate_warning()
+    assert "+827" in fig.rate_warning()
+    # a pure shift: both interpolations agree exactly, no warning
+    ok = bd_figures(RATES, PSNRS, [0.5 * r for r in RATES], PSNRS)
+    assert ok.warnings == () and ok.rate_akima == pytest.approx(-50.0) and ok.rate_pchip == pytest.approx(-50.0)
+    # agreeing in sign but far apart is flagged too; too few points give an error, not an exception
+    far = bd_figures(*PLATEAU_A, *PLATEAU_B)
+    assert far.rate_warning() is not None and far.psnr_warning() is None
+    assert bd_figures([1e4], [20.0], RATES, PSNRS).error is not None
 
-    cfg = nerf_llff.Config(name="x", out_root=str(tmp_path), data_dir=str(tmp_path), width=128, rank=[65])
-    with pytest.raises(ValueError, match=r"rank 65 is outside \[1, 63\]"):
-        nerf_llff.run(cfg)
+
+def test_bd_warning_is_printed_beside_the_figure_in_the_summary_table():
+    from sinelr.report import rd_bd_figures, rd_bd_lines, rd_curves
+
+    rates = [1000, 3000, 10000, 30000, 100000]
+    a, b = [15.88, 16.64, 16.65, 16.81, 18.37], [16.03, 16.59, 17.02, 17.12, 18.18]
+    rows = [{"scene": "s", "method": m, "rank": k, "omega": w, "seed": 0, "params": p, "psnr": q}
+            for m, w, qs in (("lowrank", 0.0, a), ("sine", 30.0, b)) for k, p, q in zip(range(1, 6), rates, qs)]
+    curves = rd_curves(rows, 30.0)
+    line = next(x for x in rd_bd_lines(curves, rd_bd_figures(curves)) if x.startswith("| ours: s"))
+    assert "+827" in line and "-27.76%" in line and "UNRELIABLE" in line and "disagree in sign" in line
+
+
+def test_bd_rate_is_computed_once_in_metrics():
+    import inspect
+
+    for name in ("nerf", "bdrate"):
+        src = inspect.getsource(load_recipe(name))
+        assert "Akima1DInterpolator" not in src and "PchipInterpolator" not in src and "-64.72" not in src

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..convert import convert
+from ..kinds import DEFAULT_OMEGA_FROM_SCRATCH
 
 __all__ = ["PositionalEncoding", "NeRFMLP", "NeRF", "convert_nerf", "render_rays", "volume_render",
            "sample_pdf", "render_image", "TRUNK_TARGETS", "HEAD_TARGETS"]
@@ -92,10 +93,12 @@ class NeRFMLP(nn.Module):
         return torch.cat([self.rgb_linear(h), sigma], dim=-1)
 
 
-def convert_nerf(mlp: nn.Module, method: str, rank: int, omega: float = 30.0, convert_heads: bool = False) -> nn.Module:
+def convert_nerf(mlp: nn.Module, method: str, rank: int, omega: float = DEFAULT_OMEGA_FROM_SCRATCH,
+                 convert_heads: bool = False) -> nn.Module:
     """Swap the dense layers of a NeRFMLP (or a NeRF holding them) for rank-`rank` layers, in place.
 
-    method: 'full' (nothing), 'lowrank' (LowRankLinear) or 'sine' (SineLowRankLinear, gain sqrt(in)).
+    method: 'full' (nothing), 'lowrank' (LowRankLinear) or 'sine' (SineLowRankLinear, gain sqrt(in));
+    omega defaults to the library's from-scratch value (sinelr.kinds.DEFAULT_OMEGA_FROM_SCRATCH).
     Converts the trunk, feature and view layers; the output heads only with `convert_heads`.
     """
     if method == "full":

@@ -1,45 +1,56 @@
 """NeRF on LLFF scenes with full, low-rank and sine low-rank MLPs (paper Tab. 4, Figs. 4, 5, 7).
 
-Trains one NeRF per (scene, method, rank, omega) of the grid, evaluates PSNR / SSIM on the held-out
-views (every 8th), counts parameters against the full model, saves rendered test views, a Fig. 4
-panel (ground truth | full | low-rank | sine at k=1 and k=5), summary.csv and summary.md (Tab. 4 with
-the paper's numbers beside ours, BD-rate / BD-PSNR of sine vs low-rank with rate = parameters).
+Per scene and seed the grid is: the full model, low-rank and sine low-rank at each rank, and an omega
+sweep of the sine model at some ranks. Each point trains one NeRF and evaluates PSNR / SSIM on the
+held-out views (every 8th). Results go to <output_dir> (summary.csv, summary.md with the protocol
+checks, Tab. 4 with the paper's numbers beside ours, the paired per-seed verdict per rank and the
+BD-rate / BD-PSNR of sine vs low-rank; rd_plot.png, fig4_<scene>.png, views/); run folders with
+checkpoints and rendered views go under <run_dir> (git-ignored). The sweep runner (sinelr.sweep)
+skips finished points and refuses to mix rows computed under other settings.
 Examples:
-  sinelr nerf --scene fern --method sine --rank 5 --steps 500
-  sinelr nerf --config configs/nerf_cpu.yaml          # the committed CPU sweep
-  sinelr bdrate results/nerf/nerf_cpu                  # RD plot + BD figures of a finished sweep
+  sinelr nerf --scene fern --methods sine --ranks 5 --steps 500 --output-dir runs/nerf/try
+  sinelr nerf --config configs/nerf_cpu.yaml --seeds 0 1 2    # the CPU sweep
+  sinelr bdrate results/nerf/nerf_cpu                         # RD plot + BD figures of a finished sweep
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-import time
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-__all__ = ["Config", "run", "COLUMNS", "PAPER_TAB4"]
+from sinelr.errors import ConfigError
+from sinelr.config import parse_assignments
+from sinelr.kinds import DEFAULT_OMEGA_FROM_SCRATCH
 
-COLUMNS = ["scene", "method", "rank", "omega", "params", "compression", "psnr", "ssim", "steps", "seed"]
-# Paper Tab. 4: mean PSNR over the LLFF scenes, (low-rank, sine) per rank; full-rank 26.85.
+METHODS = ("full", "lowrank", "sine")
+# rank 0 = the full model, omega 0 = not a sine run (the layout of every NeRF summary.csv so far).
+COLUMNS: Dict[str, Any] = {"scene": str, "method": str, "rank": int, "omega": float, "params": int,
+                           "compression": float, "psnr": float, "ssim": float, "steps": int, "seed": int,
+                           "lr": float, "final_loss": float, "train_seconds": float, "data_sha256": str}
+KEY = ["scene", "method", "rank", "omega", "seed"]
+# Paper Tab. 4: mean PSNR over the LLFF scenes, (low-rank, sine) per rank; full rank 26.85.
 PAPER_TAB4 = {1: (14.00, 19.77), 5: (20.01, 23.11), 10: (22.12, 24.39), 30: (24.42, 25.86), 60: (25.59, 26.36)}
 PAPER_FULL = 26.85
-PAPER_BD_RATE, PAPER_BD_PSNR = -64.72, 2.72
+SENSITIVITY_MARGIN = 2.0  # shared/EVIDENCE.md: full must beat low-rank at the smallest rank by 2 dB
+MIN_SIDE = 11  # SSIM's Gaussian window: a test image must be at least 11 x 11 pixels
 
 
 @dataclass
 class Config:
-    name: str = field(default="custom", metadata={"help": "config name: results go to <out_root>/<name>/"})
-    out_root: str = field(default="results/nerf", metadata={"help": "parent folder of the results"})
-    runs_root: str = field(default="runs/nerf", metadata={"help": "parent folder of checkpoints (git-ignored)"})
-    data_dir: Optional[str] = field(default=None, metadata={"help": "folder holding nerf_llff/ (default ../shared/data)"})
+    output_dir: str = field(default="runs/nerf/results", metadata={"help": "results folder (summary.csv, summary.md, figures)"})
+    run_dir: str = field(default="runs/nerf/runs", metadata={"help": "run folders: checkpoints, rendered views (git-ignored)"})
+    data_dir: Optional[str] = field(default=None, metadata={
+        "help": "folder holding nerf_llff/ (default: $SINELR_DATA_DIR, else ../shared/data)"})
     scene: List[str] = field(default_factory=lambda: ["fern"], metadata={"help": "LLFF scenes, e.g. fern flower"})
-    method: List[str] = field(default_factory=lambda: ["full", "lowrank", "sine"],
-                              metadata={"help": "any of full, lowrank, sine"})
-    rank: List[int] = field(default_factory=lambda: [5], metadata={"help": "ranks k of the low-rank / sine runs"})
-    omega: float = field(default=100.0, metadata={"help": "sine frequency of the main sine runs"})
-    omega_sweep: List[float] = field(default_factory=list, metadata={"help": "extra sine omegas (Fig. 7)"})
-    omega_sweep_ranks: List[int] = field(default_factory=lambda: [1, 5],
-                                         metadata={"help": "ranks at which omega_sweep is run"})
+    methods: List[str] = field(default_factory=lambda: list(METHODS), metadata={"help": "any of full, lowrank, sine"})
+    ranks: List[int] = field(default_factory=lambda: [5], metadata={"help": "ranks k of the low-rank / sine runs"})
+    omega: float = field(default=DEFAULT_OMEGA_FROM_SCRATCH, metadata={"help": "sine frequency of the table's sine runs"})
+    omegas: List[float] = field(default_factory=list, metadata={"help": "omegas of the sine sweep (Fig. 7); 'none' for no sweep"})
+    omega_sweep_ranks: List[int] = field(default_factory=lambda: [1, 5], metadata={"help": "ranks at which the omegas run"})
     convert_heads: bool = field(default=False, metadata={"help": "also factor the 1- and 3-output heads"})
     downscale: int = field(default=1, metadata={"help": "extra integer downscale on top of images_8"})
     width: int = field(default=256, metadata={"help": "MLP width (paper 256)"})
@@ -51,174 +62,394 @@ class Config:
     noise_std: float = field(default=1.0, metadata={"help": "std of the sigma noise during training (LLFF: 1)"})
     batch_rays: int = field(default=1024, metadata={"help": "rays per step, drawn from all training pixels"})
     steps: int = field(default=200000, metadata={"help": "optimisation steps per model"})
-    lr: float = field(default=5e-4, metadata={"help": "Adam learning rate"})
+    lr: float = field(default=5e-4, metadata={"help": "Adam learning rate of methods not in method_lr"})
+    method_lr: List[str] = field(default_factory=list, metadata={
+        "help": "per-method learning rates as method=value items (e.g. sine=0.001); others use lr"})
     lr_decay_steps: int = field(default=250000, metadata={"help": "lr decays as 0.1^(step / lr_decay_steps)"})
     grad_clip: float = field(default=0.0, metadata={"help": "gradient-norm clip (0 = off)"})
     chunk: int = field(default=8192, metadata={"help": "rays per forward pass when rendering test views"})
-    seed: int = field(default=0, metadata={"help": "seed of init, ray batches and sampling"})
+    seeds: List[int] = field(default_factory=lambda: [0], metadata={"help": "seeds of init, ray batches and sampling"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda"})
     mixed_precision: str = field(default="bf16", metadata={"help": "on GPU: bf16, fp16 or no (CPU: always fp32)"})
     checkpoint_every: int = field(default=0, metadata={"help": "steps between checkpoints (0 = only at the end)"})
     save_views: int = field(default=1, metadata={"help": "test views saved as PNG per run"})
+    render_only: bool = field(default=False, metadata={"help": "train nothing: re-render summary.md and figures from summary.csv"})
+    note: str = field(default="", metadata={"help": "a line printed at the top of summary.md"})
+    protocol: List[str] = field(default_factory=list, metadata={
+        "help": "protocol facts measured elsewhere (doubling check, LR grid), one line each, shown at the top"})
 
 
-def _runs(cfg: Config) -> List[Dict[str, Any]]:
-    """The grid: full once per scene, each rank for lowrank and sine, and the omega sweep of sine."""
-    for m in cfg.method:
-        if m not in ("full", "lowrank", "sine"):
-            raise ValueError(f"method must be any of full, lowrank, sine; got {m!r}")
-    # Ordered rank by rank across scenes, so an interrupted sweep still has every scene at the low ranks.
-    out = []
-    if "full" in cfg.method:
-        out += [dict(scene=s, method="full", rank=0, omega=0.0) for s in cfg.scene]
-    for k in cfg.rank:
-        for scene in cfg.scene:
-            if "lowrank" in cfg.method:
-                out.append(dict(scene=scene, method="lowrank", rank=k, omega=0.0))
-            if "sine" in cfg.method:
-                out.append(dict(scene=scene, method="sine", rank=k, omega=float(cfg.omega)))
-    for k in cfg.omega_sweep_ranks if cfg.omega_sweep else []:
-        for w in cfg.omega_sweep:
-            for scene in cfg.scene:
-                if float(w) != float(cfg.omega) or k not in cfg.rank:
-                    out.append(dict(scene=scene, method="sine", rank=k, omega=float(w)))
-    return out
+SPEC_ARGS = dict(
+    grid_keys=("scene", "methods", "ranks", "omega", "omegas", "omega_sweep_ranks", "seeds", "render_only", "note",
+               "protocol"),
+    not_in_results=("output_dir", "run_dir", "data_dir", "device", "chunk", "checkpoint_every", "save_views"),
+)
+# The keys of an older (pre-runner) config.json that changed the numbers, checked before re-rendering it.
+LEGACY_KEYS = ("width", "depth", "pos_freqs", "dir_freqs", "n_coarse", "n_fine", "noise_std", "batch_rays", "steps",
+               "lr", "lr_decay_steps", "grad_clip", "downscale", "convert_heads", "mixed_precision")
 
 
-def _tag(r: Dict[str, Any]) -> str:
-    if r["method"] == "full":
-        return f"{r['scene']}_full"
-    if r["method"] == "lowrank":
-        return f"{r['scene']}_lowrank_k{r['rank']}"
-    return f"{r['scene']}_sine_k{r['rank']}_w{r['omega']:g}"
+def _validate(c: Config) -> Dict[str, float]:
+    """Check the config before anything is read or written; returns the learning rate of each method."""
+    bad = [m for m in c.methods if m not in METHODS]
+    if bad or not c.methods:
+        raise ConfigError(f"methods must be a non-empty subset of {list(METHODS)}, got {c.methods}")
+    if not c.scene or not c.seeds:
+        raise ConfigError(f"scene and seeds must be non-empty, got scene={c.scene}, seeds={c.seeds}")
+    for name, values in (("scene", c.scene), ("ranks", c.ranks), ("seeds", c.seeds), ("omegas", c.omegas)):
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{name} must not repeat, got {list(values)}")
+    for name in ("steps", "batch_rays", "downscale", "chunk", "width", "depth", "n_coarse", "lr_decay_steps"):
+        if getattr(c, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(c, name)}")
+    if c.mixed_precision not in ("bf16", "fp16", "no"):
+        raise ConfigError(f"mixed_precision must be bf16, fp16 or no, got {c.mixed_precision!r}")
+    if not (math.isfinite(c.lr) and c.lr > 0):
+        raise ConfigError(f"lr must be a positive finite number, got {c.lr}")
+    from sinelr.functional import check_omega
 
-
-def _validate(cfg: Config) -> None:
-    for name in ("steps", "batch_rays", "downscale", "chunk", "width", "depth", "n_coarse"):
-        v = getattr(cfg, name)
-        if v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
-    if cfg.lr <= 0 or not math.isfinite(cfg.lr):
-        raise ValueError(f"lr must be a positive finite number, got {cfg.lr}")
-    if cfg.mixed_precision not in ("bf16", "fp16", "no"):
-        raise ValueError(f"mixed_precision must be bf16, fp16 or no, got {cfg.mixed_precision!r}")
+    for w in [c.omega] + list(c.omegas):
+        check_omega(w)
     # The smallest converted layer bounds k: the input layer (3 + 6 pos_freqs inputs) or the view layer
     # (width // 2 outputs); with convert_heads the sigma head (1 output) - nothing is clipped silently.
-    limit = min(3 + 6 * cfg.pos_freqs, cfg.width, cfg.width // 2) if not cfg.convert_heads else 1
-    ranks = list(cfg.rank) + (list(cfg.omega_sweep_ranks) if cfg.omega_sweep else [])
-    for k in ranks if any(m != "full" for m in cfg.method) else []:
+    limit = min(3 + 6 * c.pos_freqs, c.width, c.width // 2) if not c.convert_heads else 1
+    ranks = list(c.ranks) + (list(c.omega_sweep_ranks) if c.omegas else [])
+    for k in ranks if any(m != "full" for m in c.methods) else []:
         if k < 1 or k > limit:
-            raise ValueError(f"rank {k} is outside [1, {limit}]: min(in, out) of the smallest converted layer "
-                             f"(width {cfg.width}, pos_freqs {cfg.pos_freqs}, convert_heads {cfg.convert_heads})")
+            raise ConfigError(f"rank {k} is outside [1, {limit}]: min(in, out) of the smallest converted layer "
+                             f"(width {c.width}, pos_freqs {c.pos_freqs}, convert_heads {c.convert_heads})")
+    lrs = parse_assignments("method_lr", c.method_lr, METHODS)
+    return {m: lrs.get(m, float(c.lr)) for m in METHODS}
 
 
-def train_one(cfg: Config, spec: Dict[str, Any], scene, device, outdir: Path) -> Dict[str, Any]:
-    """Train and evaluate one model; returns its summary row (and saves its first test views as PNG)."""
-    import numpy as np
+def grid(c: Config) -> List[Dict[str, Any]]:
+    """Seed by seed: full per scene, then (low-rank, sine) rank by rank across scenes, then the omega sweep."""
+    cells: List[Dict[str, Any]] = []
+    if "full" in c.methods:
+        cells += [{"scene": s, "method": "full", "rank": 0, "omega": 0.0} for s in c.scene]
+    for k in c.ranks:
+        for s in c.scene:
+            cells += [{"scene": s, "method": m, "rank": k, "omega": float(c.omega) if m == "sine" else 0.0}
+                      for m in ("lowrank", "sine") if m in c.methods]
+    if "sine" in c.methods:
+        extra = [{"scene": s, "method": "sine", "rank": k, "omega": float(w)}
+                 for k in c.omega_sweep_ranks for w in c.omegas for s in c.scene]
+        cells += [e for e in extra if e not in cells]
+    return [{**cell, "seed": seed} for seed in c.seeds for cell in cells]
+
+
+def _tag(p: Dict[str, Any]) -> str:
+    """The file-name stem of a point's rendered views (the seed only when it is not 0)."""
+    seed = f"_seed{p['seed']}" if p.get("seed", 0) else ""
+    if p["method"] == "full":
+        return f"{p['scene']}_full{seed}"
+    if p["method"] == "lowrank":
+        return f"{p['scene']}_lowrank_k{p['rank']}{seed}"
+    return f"{p['scene']}_sine_k{p['rank']}_w{p['omega']:g}{seed}"
+
+
+def build_model(c: Config, point: Dict[str, Any]):
+    """The NeRF of one point, seeded. Built dense, then converted: injecting the layers at construction
+    would draw the initial weights in another order and change every committed number."""
+    from sinelr.models.nerf import NeRF, convert_nerf
+    from sinelr.train import seed_everything
+
+    seed_everything(point["seed"])
+    model = NeRF(c.width, c.depth, 4 if c.depth > 5 else -1, c.pos_freqs, c.dir_freqs, c.n_coarse, c.n_fine)
+    return convert_nerf(model, point["method"], point["rank"], omega=point["omega"] or c.omega,
+                        convert_heads=c.convert_heads)
+
+
+def run_one(c: Config, lrs: Dict[str, float], scene, device, point: Dict[str, Any], folder: Path,
+            fingerprint: str) -> Dict[str, Any]:
+    """Train and evaluate one point; its first test views are saved as PNG in the run folder."""
     import torch
 
-    from ..convert import parameter_report
-    from ..metrics import psnr, ssim
-    from ..models.nerf import NeRF, convert_nerf, render_image, render_rays
-    from ..train import fingerprint, seed_everything, train_loop
+    from sinelr.convert import parameter_report
+    from sinelr.models.nerf import render_rays
+    from sinelr.train import train_loop
 
-    seed_everything(cfg.seed)
-    model = NeRF(cfg.width, cfg.depth, 4 if cfg.depth > 5 else -1, cfg.pos_freqs, cfg.dir_freqs, cfg.n_coarse, cfg.n_fine)
-    convert_nerf(model, spec["method"], spec["rank"], omega=spec["omega"] or 1.0, convert_heads=cfg.convert_heads)
+    model = build_model(c, point)
     report = parameter_report(model)
     model.to(device)
-
-    # All training rays (NDC) and colours, flattened once.
-    rays = [scene.rays(i) for i in scene.i_train]
-    ro = torch.cat([r[0].reshape(-1, 3) for r in rays]).to(device)
-    rd = torch.cat([r[1].reshape(-1, 3) for r in rays]).to(device)
-    rv = torch.cat([r[2].reshape(-1, 3) for r in rays]).to(device)
+    rays = [scene.rays(i) for i in scene.i_train]  # all training rays (NDC) and colours, flattened once
+    ro, rd, rv = (torch.cat([r[j].reshape(-1, 3) for r in rays]).to(device) for j in range(3))
     target = scene.images[scene.i_train].reshape(-1, 3).to(device)
-    n_pix = target.shape[0]
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.1 ** (s / cfg.lr_decay_steps))
+    lr = lrs[point["method"]]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.1 ** (s / c.lr_decay_steps))
     accelerator = None
-    if device.type == "cuda" and cfg.mixed_precision != "no":
+    if device.type == "cuda" and c.mixed_precision != "no":
         from accelerate import Accelerator
 
-        accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=False)
+        accelerator = Accelerator(mixed_precision=c.mixed_precision, cpu=False)
         model, optimizer = accelerator.prepare(model, optimizer)
     net = accelerator.unwrap_model(model) if accelerator is not None else model
 
     def step_fn(step: int) -> "torch.Tensor":
-        g = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
-        idx = torch.randint(0, n_pix, (cfg.batch_rays,), generator=g, device=device)
+        g = torch.Generator(device=device).manual_seed(point["seed"] * 1_000_003 + step)
+        idx = torch.randint(0, target.shape[0], (c.batch_rays,), generator=g, device=device)
         # render_rays reaches into .coarse/.fine, so it gets the unwrapped module (single-process
         # accelerate does not wrap it; autocast still comes from train_loop's accelerator.autocast()).
-        out = render_rays(net, ro[idx], rd[idx], rv[idx], perturb=True, noise_std=cfg.noise_std, generator=g)
+        out = render_rays(net, ro[idx], rd[idx], rv[idx], perturb=True, noise_std=c.noise_std, generator=g)
         loss = ((out["rgb_coarse"].float() - target[idx]) ** 2).mean()
         if "rgb_fine" in out:
             loss = loss + ((out["rgb_fine"].float() - target[idx]) ** 2).mean()
         return loss
 
-    # Only what defines this one model: the grid lists (scene, method, rank, omega_sweep...) may grow
-    # between invocations without invalidating the checkpoints of runs that are part of both.
-    per_model = ("width", "depth", "pos_freqs", "dir_freqs", "n_coarse", "n_fine", "noise_std", "batch_rays", "steps",
-                 "lr", "lr_decay_steps", "grad_clip", "seed", "downscale", "convert_heads", "mixed_precision")
-    fp = fingerprint({k: getattr(cfg, k) for k in per_model} | spec)
-    ckpt = Path(cfg.runs_root) / cfg.name / _tag(spec)
-    result = train_loop(model, optimizer, step_fn, cfg.steps, scheduler=scheduler, checkpoint_dir=ckpt,
-                        checkpoint_every=cfg.checkpoint_every, config_fingerprint=fp, accelerator=accelerator,
-                        grad_clip=cfg.grad_clip or None, desc=_tag(spec))
+    result = train_loop(model, optimizer, step_fn, c.steps, scheduler=scheduler, checkpoint_dir=folder / "checkpoint",
+                        checkpoint_every=c.checkpoint_every, config_fingerprint=fingerprint, accelerator=accelerator,
+                        grad_clip=c.grad_clip or None, desc=_tag(point))
+    psnr, ssim = _evaluate(c, net, scene, point, folder, device)
+    print(f"[nerf] {_tag(point)}: PSNR {psnr:.2f} dB, SSIM {ssim:.3f}, params {report.total:,} "
+          f"({100 * report.compression:.2f}% of full), final loss {result.final_loss:.4g}, {result.seconds:.0f} s",
+          flush=True)
+    return {"params": report.total, "compression": report.compression, "psnr": psnr, "ssim": ssim, "steps": c.steps,
+            "lr": lr, "final_loss": result.final_loss, "train_seconds": result.seconds,
+            "data_sha256": scene_sha256(scene)}
+
+
+def _evaluate(c: Config, net, scene, point: Dict[str, Any], folder: Path, device) -> tuple:
+    """Mean PSNR and SSIM over the held-out views; the first `save_views` go to <folder>/views/."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from sinelr.metrics import psnr, ssim
+    from sinelr.models.nerf import render_image
+
     net.eval()
     psnrs, ssims = [], []
     for n, i in enumerate(scene.i_test):
         o, d, v = (t.to(device) for t in scene.rays(i))
         with torch.no_grad():
-            img = render_image(net, o, d, v, chunk=cfg.chunk).float().cpu()
-        gt = scene.images[i]
-        psnrs.append(psnr(img, gt))
-        ssims.append(ssim(img, gt))
-        if n < cfg.save_views:
-            _save_png(outdir / "views" / f"{_tag(spec)}_view{i:03d}.png", img.numpy())
-    row = dict(scene=spec["scene"], method=spec["method"], rank=spec["rank"], omega=spec["omega"],
-               params=report.total, compression=report.compression, psnr=float(np.mean(psnrs)),
-               ssim=float(np.mean(ssims)), steps=cfg.steps, seed=cfg.seed)
-    print(f"{_tag(spec)}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f}, params {report.total:,} "
-          f"({100 * report.compression:.2f}% of full), final loss {result.final_loss:.4g}, "
-          f"{result.seconds:.0f} s", flush=True)
-    return row
+            img = render_image(net, o, d, v, chunk=c.chunk).float().cpu()
+        psnrs.append(psnr(img, scene.images[i]))
+        ssims.append(ssim(img, scene.images[i]))
+        if n < c.save_views:
+            (folder / "views").mkdir(parents=True, exist_ok=True)
+            pixels = (np.clip(img.numpy(), 0, 1) * 255 + 0.5).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / "views" / f"{_tag(point)}_view{i:03d}.png")
+    return float(np.mean(psnrs)), float(np.mean(ssims))
 
 
-def _save_png(path: Path, img) -> None:
-    import numpy as np
-    from PIL import Image
+def scene_sha256(scene) -> str:
+    """sha256 (16 hex digits) of a scene's image files and poses_bounds.npy: which data a row was computed on."""
+    h = hashlib.sha256()
+    for f in list(scene.files) + [str(Path(scene.files[0]).parents[1] / "poses_bounds.npy")]:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(path)
+
+# ---------------------------------------------------------------- summary
 
 
-def _fig4(cfg: Config, rows: List[Dict[str, Any]], scenes: Dict[str, Any], outdir: Path) -> List[Path]:
-    """Per scene: ground truth | full | low-rank k | sine k for k in (1, 5) on the first test view."""
+def _psnr(rows: List[Dict[str, Any]], method: str, rank: int, omega: float, scenes: List[str]) -> Dict[int, float]:
+    """{seed: PSNR averaged over `scenes`} of one cell, for the seeds that have every scene."""
+    cell = {(r["scene"], r["seed"]): r["psnr"] for r in rows if (r["method"], r["rank"], r["omega"]) == (method, rank, omega)}
+    seeds = sorted({seed for _, seed in cell})
+    return {s: sum(cell[sc, s] for sc in scenes) / len(scenes) for s in seeds if all((sc, s) in cell for sc in scenes)}
+
+
+def _mean_sd(values: Dict[int, float], fmt: str = ".2f") -> str:
+    from sinelr.stats import mean_std
+
+    if not values:
+        return "n/a"
+    m, s = mean_std(list(values.values()))
+    return f"{m:{fmt}} ± {s:{fmt}}" if len(values) > 1 else f"{m:{fmt}}"
+
+
+def _header_lines(c: Config, rows: List[Dict[str, Any]], folder: Path, data_root: Optional[Path]) -> List[str]:
+    from sinelr.report import provenance_lines
+
+    scenes = sorted({r["scene"] for r in rows})
+    shas = sorted({f"{r['scene']} {r['data_sha256']}" for r in rows if r["data_sha256"]})
+    where = (f"read from {data_root}" if data_root is not None
+             else "not found by this render (the rows name their data by sha256 only)")
+    lines = provenance_lines(folder) + [
+        "- config: config.json (the settings every row shares: settings.json; an older folder has only config.json)",
+        f"- dataset: LLFF {', '.join(scenes)}, {where} (images_8{f' / {c.downscale}' if c.downscale > 1 else ''}), "
+        f"every 8th view held out for test; data sha256 per scene: {', '.join(shas) or 'not recorded (older rows)'}",
+        f"- model: width {c.width}, depth {c.depth}, PE {c.pos_freqs}/{c.dir_freqs}, {c.n_coarse} coarse + {c.n_fine} "
+        f"fine samples, {c.batch_rays} rays/step, {c.steps} steps, Adam lr {_lr_text(c)} (x0.1 per {c.lr_decay_steps} steps), sigma noise "
+        f"{c.noise_std:g}, sine gain sqrt(in); output heads {'converted' if c.convert_heads else 'kept dense'}",
+    ]
+    reduced = [txt for cond, txt in (
+        (c.downscale > 1, f"images 1/{8 * c.downscale} instead of 1/8"),
+        (c.width != 256 or c.depth != 8, f"MLP {c.depth} x {c.width} instead of 8 x 256"),
+        (c.n_coarse != 64 or c.n_fine != 128, f"{c.n_coarse}+{c.n_fine} samples instead of 64+128"),
+        (c.batch_rays != 1024, f"{c.batch_rays} rays per step instead of 1024"),
+        (c.steps < 200000, f"{c.steps} steps instead of ~200k"),
+        (c.lr != 5e-4 or c.lr_decay_steps != 250000 or bool(c.method_lr),
+         f"lr {_lr_text(c)} decaying x0.1 over {c.lr_decay_steps} steps instead of 5e-4 over 250k"),
+        (c.noise_std != 1.0, f"sigma noise {c.noise_std:g} instead of 1")) if cond]
+    return lines + ["- reduced vs the paper: " + ("; ".join(reduced) if reduced else "nothing (paper setting)"), ""]
+
+
+def _lr_text(c: Config) -> str:
+    return f"{c.lr:g}" + (f" ({', '.join(c.method_lr)})" if c.method_lr else "")
+
+
+def _protocol_lines(c: Config, rows: List[Dict[str, Any]], lrs: Dict[str, float], scenes: List[str]) -> List[str]:
+    seeds = sorted({r["seed"] for r in rows})
+    ranks = sorted({r["rank"] for r in rows if r["method"] == "lowrank"})
+    used = sorted({(r["method"], r["lr"]) for r in rows if r["lr"] is not None})
+    lines = ["## Protocol checks (shared/EVIDENCE.md)", ""]
+    lines += [f"- {p}" for p in c.protocol] or ["- plateau (budget doubling) and LR grid: not stated for this run"]
+    full, low = _psnr(rows, "full", 0, 0.0, scenes), _psnr(rows, "lowrank", ranks[0], 0.0, scenes) if ranks else {}
+    if full and low:
+        margin = sum(full.values()) / len(full) - sum(low.values()) / len(low)
+        ok = "holds" if margin >= SENSITIVITY_MARGIN else "FAILS"
+        lines.append(f"- sensitivity: full minus low-rank k={ranks[0]} = {margin:+.2f} dB (scene mean; needs >= "
+                     f"{SENSITIVITY_MARGIN:g} dB): {ok}")
+    else:
+        lines.append("- sensitivity: not measurable (needs full and low-rank rows)")
+    lines.append("- learning rates: " + (", ".join(f"{m} {v:g}" for m, v in used) + " (from the rows)" if used else
+                                         ", ".join(f"{m} {lrs[m]:g}" for m in METHODS) + " (from the config)"))
+    lines.append(f"- seeds: {len(seeds)} ({', '.join(map(str, seeds))}); verdicts pair runs by seed (same init and "
+                 "ray-batch stream)" + ("; one seed gives no interval, so no verdict can say 'better'"
+                                        if len(seeds) < 2 else ""))
+    return lines + [""]
+
+
+def _table_lines(c: Config, rows: List[Dict[str, Any]], scenes: List[str]) -> List[str]:
+    """Tab. 4 with the paper's numbers beside ours, then the verdict per rank."""
+    from sinelr.report import markdown_table, verdict_lines
+    from sinelr.stats import paired_comparison
+
+    ranks = sorted({r["rank"] for r in rows if r["method"] != "full" and (r["method"] == "lowrank" or r["omega"] == c.omega)})
+    table, comps = [], []
+    for k in ranks:
+        low, sine = _psnr(rows, "lowrank", k, 0.0, scenes), _psnr(rows, "sine", k, float(c.omega), scenes)
+        ref = next(r for r in rows if r["rank"] == k)
+        pl, ps = PAPER_TAB4.get(k, (float("nan"), float("nan")))
+        row = {"k": k, "params": f"{ref['params']:,}", "comp": f"{100 * ref['compression']:.2f}%", "pl": pl,
+               "low": _mean_sd(low), "ps": ps, "sine": _mean_sd(sine)}
+        for s in scenes:
+            row[s] = (f"{_mean_sd(_psnr(rows, 'lowrank', k, 0.0, [s]))} / "
+                      f"{_mean_sd(_psnr(rows, 'sine', k, float(c.omega), [s]))}")
+        table.append(row)
+        comps.append(paired_comparison(low, sine, "low-rank", "sine"))
+    full = _psnr(rows, "full", 0, 0.0, scenes)
+    if full:
+        fp = next(r["params"] for r in rows if r["method"] == "full")
+        table.append({"k": "full", "params": f"{fp:,}", "comp": "100.00%", "pl": PAPER_FULL, "low": _mean_sd(full),
+                      "ps": PAPER_FULL, "sine": "", **{s: _mean_sd(_psnr(rows, "full", 0, 0.0, [s])) for s in scenes}})
+    cols = ["k", "params", "comp", "pl", "low", "ps", "sine"] + scenes
+    head = ["k", "params", "params / full", "paper low-rank", "ours low-rank", "paper sine", f"ours sine (omega {c.omega:g})"]
+    out = ["## PSNR on held-out views (dB), cf. paper Tab. 4", "",
+           "Ours: mean over the scenes (± sd over seeds); paper: its mean over the LLFF scenes.", "",
+           markdown_table(table, cols, head + [f"{s} low-rank / sine" for s in scenes]), "",
+           "The full row puts the full model's PSNR in the low-rank columns (the paper reports one number, 26.85). "
+           "Params count all networks of the model (coarse, and fine when n_fine > 0).", ""]
+    if comps:
+        out += ["Sine minus low-rank PSNR (dB, scene mean), paired by seed:", "", verdict_lines(comps, "rank k", ranks), ""]
+    return out + _ssim_lines(c, rows, scenes, ranks)
+
+
+def _ssim_lines(c: Config, rows: List[Dict[str, Any]], scenes: List[str], ranks: List[int]) -> List[str]:
+    from sinelr.report import markdown_table
+    from sinelr.stats import mean_std
+
+    def cell(method: str, k: int, w: float, s: str) -> str:
+        vals = [r["ssim"] for r in rows if (r["method"], r["rank"], r["omega"], r["scene"]) == (method, k, w, s)]
+        return f"{mean_std(vals)[0]:.3f}" if vals else "n/a"
+
+    table = [{"k": k, **{s: f"{cell('lowrank', k, 0.0, s)} / {cell('sine', k, float(c.omega), s)}" for s in scenes}}
+             for k in ranks]
+    if any(r["method"] == "full" for r in rows):
+        table.append({"k": "full", **{s: cell("full", 0, 0.0, s) for s in scenes}})
+    return ["SSIM (mean over seeds), low-rank / sine:", "",
+            markdown_table(table, ["k"] + scenes, ["k"] + [f"{s} SSIM" for s in scenes]), ""]
+
+
+def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str]) -> List[str]:
+    from sinelr.report import markdown_table
+
+    sweep = sorted({(r["rank"], r["omega"]) for r in rows if r["method"] == "sine"})
+    if len({w for _, w in sweep}) < 2:
+        return []
+    table = [{"k": k, "omega": f"{w:g}", **{s: _mean_sd(_psnr(rows, "sine", k, w, [s])) for s in scenes},
+              "low": _mean_sd(_psnr(rows, "lowrank", k, 0.0, scenes))} for k, w in sweep]
+    return ["## Omega sweep of sine low-rank (cf. paper Fig. 7)", "",
+            markdown_table(table, ["k", "omega"] + scenes + ["low"], ["k", "omega"] + scenes + ["low-rank (scene mean)"]), ""]
+
+
+def _bd_lines(c: Config, rows: List[Dict[str, Any]], folder: Path) -> List[str]:
+    from sinelr.report import PAPER_NERF_BD_PSNR, PAPER_NERF_BD_RATE, rd_bd_figures, rd_bd_lines, rd_curves, rd_plot
+
+    curves = rd_curves(rows, float(c.omega))
+    if all(len(cur["lowrank"].ranks) < 2 or len(cur["sine"].ranks) < 2 for cur in curves.values()):
+        ranks = sorted({r["rank"] for r in rows if r["method"] != "full"})
+        return ["## BD-rate / BD-PSNR", "", "Not computed: BD figures need at least two ranks per method "
+                f"(these rows have k = {', '.join(map(str, ranks)) or 'none'}). The paper's: BD-rate "
+                f"{PAPER_NERF_BD_RATE:+.2f}%, BD-PSNR {PAPER_NERF_BD_PSNR:+.2f} dB (LLFF mean, k = 1..60, Akima).", ""]
+    bd = rd_bd_figures(curves)
+    rd_plot(curves, bd, folder / "rd_plot.png", f"{_title(folder)}: rate-distortion, sine omega {c.omega:g} (cf. paper Fig. 5)")
+    return ["## BD-rate / BD-PSNR of sine vs low-rank (rate = parameter count)", ""] + rd_bd_lines(curves, bd) + [
+        "", "![RD plot](rd_plot.png)", ""]
+
+
+def _claim_lines(c: Config, rows: List[Dict[str, Any]], scenes: List[str]) -> List[str]:
+    from sinelr.stats import paired_comparison
+
+    ranks = sorted({r["rank"] for r in rows if r["method"] == "sine" and r["omega"] == c.omega})
+    verdicts = {k: paired_comparison(_psnr(rows, "lowrank", k, 0.0, scenes), _psnr(rows, "sine", k, float(c.omega), scenes),
+                                     "low-rank", "sine") for k in ranks}
+    verdicts = {k: v for k, v in verdicts.items() if v.n}
+    lines = ["## Does the paper's claim hold here?", ""]
+    if not verdicts:
+        return lines + ["Not enough runs for a comparison.", ""]
+    per_scene = [(s, k, paired_comparison(_psnr(rows, "lowrank", k, 0.0, [s]), _psnr(rows, "sine", k, float(c.omega), [s])))
+                 for s in scenes for k in ranks]
+    gaps = [f"{s} k={k}: {p.mean:+.2f} dB" for s, k, p in per_scene if p.n]
+    better = [k for k, v in verdicts.items() if v.verdict == "sine better"]
+    lines.append("Claim tested: sine low-rank beats low-rank at every rank (paired by seed, 95% t-interval). "
+                 f"Verdict 'sine better' at k = {', '.join(map(str, better)) or 'none'} of the {len(verdicts)} ranks "
+                 f"compared; sine minus low-rank per (scene, k), mean over seeds: {', '.join(gaps)}.")
+    if len(better) == len(verdicts):
+        lines.append("The claim holds at every tested rank under the verdict rule.")
+    else:
+        lines.append("The claim is not shown at every tested rank (see the verdicts above; one seed never shows it).")
+    return lines + ["Absolute PSNRs are not comparable with the paper's when the schedule is reduced (see above).", ""]
+
+
+def _title(folder: Path) -> str:
+    return folder.name[: -len(".staging")] if folder.name.endswith(".staging") else folder.name
+
+
+def _copy_views(sweep, rows: List[Dict[str, Any]], folder: Path) -> None:
+    """Copy the rendered test views of every row from its run folder into <folder>/views/ (when present)."""
+    for r in rows:
+        views = sweep.run_folder({k: r[k] for k in KEY}) / "views"
+        if views.is_dir():
+            (folder / "views").mkdir(exist_ok=True)
+            for f in views.glob("*.png"):
+                shutil.copyfile(f, folder / "views" / f.name)
+
+
+def _fig4(c: Config, rows: List[Dict[str, Any]], scenes: Dict[str, Any], folder: Path) -> None:
+    """Per scene: ground truth | full | low-rank k | sine k for k in (1, 5) on the first test view (seed 0 or lowest)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    made = []
+    seed = min(r["seed"] for r in rows)
     for name, scene in scenes.items():
         i = scene.i_test[0]
         panels = [("ground truth", scene.images[i].numpy())]
-        full = outdir / "views" / f"{name}_full_view{i:03d}.png"
-        full_row = next((r for r in rows if r["scene"] == name and r["method"] == "full"), None)
-        if full.is_file() and full_row is not None:
-            panels.append((f"full\n{float(full_row['psnr']):.2f} dB", Image.open(full)))
-        for k in (1, 5):
-            for method in ("lowrank", "sine"):
-                spec = dict(scene=name, method=method, rank=k, omega=float(cfg.omega) if method == "sine" else 0.0)
-                p = outdir / "views" / f"{_tag(spec)}_view{i:03d}.png"
-                row = next((r for r in rows if all(str(r[c]) == str(spec[c]) for c in ("scene", "method", "rank"))
-                            and float(r["omega"]) == spec["omega"]), None)
-                if p.is_file() and row is not None:
-                    label = "low-rank" if method == "lowrank" else f"sine (w={cfg.omega:g})"
-                    panels.append((f"{label} k={k}\n{float(row['psnr']):.2f} dB", Image.open(p)))
+        cells = [("full", 0, 0.0, "full")] + [(m, k, float(c.omega) if m == "sine" else 0.0,
+                                               f"{'low-rank' if m == 'lowrank' else f'sine (w={c.omega:g})'} k={k}")
+                                              for k in (1, 5) for m in ("lowrank", "sine")]
+        for method, k, w, label in cells:
+            point = {"scene": name, "method": method, "rank": k, "omega": w, "seed": seed}
+            path = folder / "views" / f"{_tag(point)}_view{i:03d}.png"
+            row = next((r for r in rows if all(r[x] == point[x] for x in KEY)), None)
+            if path.is_file() and row is not None:
+                panels.append((f"{label}\n{row['psnr']:.2f} dB", Image.open(path)))
         if len(panels) < 3:
             continue
         fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.4))
@@ -226,213 +457,90 @@ def _fig4(cfg: Config, rows: List[Dict[str, Any]], scenes: Dict[str, Any], outdi
             ax.imshow(im)
             ax.set_title(title, fontsize=8)
             ax.axis("off")
-        fig.suptitle(f"{name}: test view {i} (cf. paper Fig. 4)", fontsize=9)
+        fig.suptitle(f"{name}: test view {i}, seed {seed} (cf. paper Fig. 4)", fontsize=9)
         fig.tight_layout()
-        path = outdir / f"fig4_{name}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(folder / f"fig4_{name}.png", dpi=110)
         plt.close(fig)
-        made.append(path)
-    return made
 
 
-def _mean_by(rows, method, rank, omega=None):
-    vals = [float(r["psnr"]) for r in rows if r["method"] == method and int(r["rank"]) == rank
-            and (omega is None or float(r["omega"]) == omega)]
-    return sum(vals) / len(vals) if vals else float("nan")
+def render(c: Config, lrs: Dict[str, float], sweep, scenes: Dict[str, Any], rows: List[Dict[str, Any]],
+           folder: Path) -> None:
+    """summary.md, rd_plot.png, fig4_<scene>.png and views/ from all rows."""
+    names = sorted({r["scene"] for r in rows})
+    data_root = Path(next(iter(scenes.values())).files[0]).parents[2].resolve() if scenes else None
+    lines = [f"# NeRF on LLFF: full vs low-rank vs sine low-rank ({_title(folder)})", ""]
+    lines += [f"> {c.note}", ""] if c.note else []
+    lines += _header_lines(c, rows, folder, data_root) + _protocol_lines(c, rows, lrs, names)
+    lines += _table_lines(c, rows, names) + _omega_lines(rows, names) + _bd_lines(c, rows, folder)
+    lines += _claim_lines(c, rows, names)
+    _copy_views(sweep, rows, folder)
+    if scenes:
+        _fig4(c, rows, scenes, folder)
+    (folder / "summary.md").write_text("\n".join(lines) + "\n")
 
 
-def _bd(rows: List[Dict[str, Any]], scenes: List[str], omega: float) -> Dict[str, Dict[str, float]]:
-    """BD-rate / BD-PSNR of sine (omega) vs low-rank, rate = parameter count, per scene and on the mean."""
-    from ..metrics import bd_psnr, bd_rate
-
-    out: Dict[str, Dict[str, float]] = {}
-    curves = {}
-    for scene in scenes + ["mean"]:
-        sel = rows if scene == "mean" else [r for r in rows if r["scene"] == scene]
-        pts = {}
-        for method in ("lowrank", "sine"):
-            ks = sorted({int(r["rank"]) for r in sel if r["method"] == method
-                         and (method == "lowrank" or float(r["omega"]) == omega)})
-            if scene == "mean":  # only ranks present for every scene
-                ks = [k for k in ks if all(any(r["scene"] == s and r["method"] == method and int(r["rank"]) == k
-                                               for r in rows) for s in scenes)]
-            pts[method] = ([float(next(r["params"] for r in sel if r["method"] == method and int(r["rank"]) == k))
-                            for k in ks], [_mean_by(sel, method, k, omega if method == "sine" else None) for k in ks])
-        curves[scene] = pts
-        out[scene] = {}
-        for interp in ("akima", "pchip"):  # Akima as the paper; PCHIP is shape-preserving (see docs/nerf.md)
-            try:
-                out[scene][f"bd_rate_{interp}"] = bd_rate(*pts["lowrank"], *pts["sine"], interp=interp)
-                out[scene][f"bd_psnr_{interp}"] = bd_psnr(*pts["lowrank"], *pts["sine"], interp=interp)
-            except ValueError:
-                out[scene][f"bd_rate_{interp}"] = out[scene][f"bd_psnr_{interp}"] = float("nan")
-    return out
+# ---------------------------------------------------------------- inputs and the sweep
 
 
-def _pct(v: float) -> str:
-    if math.isnan(v):
-        return "n/a"
-    return f"{v:.2f}%" if abs(v) <= 1000 else "ill-conditioned"
+def _load_scenes(c: Config) -> Dict[str, Any]:
+    """Every scene loaded and checked before anything is written (with render_only, missing data is allowed)."""
+    from sinelr.data import DataNotFoundError
+    from sinelr.data.llff import load_llff
+
+    scenes = {}
+    for name in c.scene:
+        try:
+            scene = load_llff(name, c.data_dir, downscale=c.downscale)
+        except DataNotFoundError:
+            if c.render_only:
+                continue
+            raise
+        if min(scene.height, scene.width) < MIN_SIDE:
+            from PIL import Image
+
+            with Image.open(scene.files[0]) as im:
+                w8, h8 = im.size
+            raise ConfigError(f"downscale {c.downscale} leaves {scene.width}x{scene.height} pixels of scene {name!r} "
+                             f"({w8}x{h8} in images_8); PSNR/SSIM need at least {MIN_SIDE}x{MIN_SIDE} pixels, so "
+                             f"downscale must be <= {min(w8, h8) // MIN_SIDE}")
+        scenes[name] = scene
+    return scenes
 
 
-def write_summary(cfg: Config, rows: List[Dict[str, Any]], outdir: Path, prov: Dict[str, Any]) -> Path:
-    """summary.md: provenance header, Tab. 4 with the paper beside ours, omega sweep, BD figures, verdict."""
-    from ..report import markdown_table
+def _check_render_settings(c: Config, sweep) -> None:
+    """Refuse to re-render rows under settings other than those that computed them (the summary would lie)."""
+    from sinelr.report import ResultsConflictError
 
-    scenes = [s for s in cfg.scene if any(r["scene"] == s for r in rows)]
-    ranks = sorted({int(r["rank"]) for r in rows if r["method"] != "full"})
-    lines = [f"# NeRF on LLFF: full vs low-rank vs sine low-rank ({cfg.name})", "",
-             f"- command of this invocation: `{prov.get('command')}`"
-             + (" (`cli.py` = `python -m sinelr.cli`, i.e. `sinelr`)" if str(prov.get("command", "")).startswith("cli.py") else "")
-             + "; a sweep grown over several invocations lists them all in its config file's header",
-             "- config: the YAML named in the command; every resolved value is in config.json next to this file",
-             f"- seed: {cfg.seed}; dataset: LLFF {', '.join(scenes)} from ../shared/data/nerf_llff (images_8"
-             f"{f' / {cfg.downscale}' if cfg.downscale > 1 else ''}), every 8th view held out for test",
-             f"- machine: {prov.get('machine')}; git sha: {prov.get('git_sha')}; date: {prov.get('date')}",
-             f"- model: width {cfg.width}, depth {cfg.depth}, PE {cfg.pos_freqs}/{cfg.dir_freqs}, "
-             f"{cfg.n_coarse} coarse + {cfg.n_fine} fine samples, {cfg.batch_rays} rays/step, {cfg.steps} steps, "
-             f"Adam lr {cfg.lr:g} (x0.1 per {cfg.lr_decay_steps} steps), sigma noise {cfg.noise_std:g}, "
-             f"sine omega {cfg.omega:g} (gain sqrt(in)); output heads {'converted' if cfg.convert_heads else 'kept dense'}",
-             ]
-    reduced = []
-    if cfg.downscale > 1:
-        reduced.append(f"images 1/{8 * cfg.downscale} instead of 1/8")
-    if cfg.width != 256 or cfg.depth != 8:
-        reduced.append(f"MLP {cfg.depth} x {cfg.width} instead of 8 x 256")
-    if cfg.n_coarse != 64 or cfg.n_fine != 128:
-        reduced.append(f"{cfg.n_coarse}+{cfg.n_fine} samples instead of 64+128")
-    if cfg.batch_rays != 1024:
-        reduced.append(f"{cfg.batch_rays} rays per step instead of 1024")
-    if cfg.steps < 200000:
-        reduced.append(f"{cfg.steps} steps instead of ~200k")
-    if cfg.lr != 5e-4 or cfg.lr_decay_steps != 250000:
-        reduced.append(f"lr {cfg.lr:g} decaying x0.1 over {cfg.lr_decay_steps} steps instead of 5e-4 over 250k")
-    if cfg.noise_std != 1.0:
-        reduced.append(f"sigma noise {cfg.noise_std:g} instead of 1")
-    lines.append("- reduced vs the paper: " + ("; ".join(reduced) if reduced else "nothing (paper setting)"))
-    lines += ["", "## PSNR on held-out views (dB), cf. paper Tab. 4 (paper columns: its mean over LLFF scenes)", ""]
-    cols = ["k", "params", "compression", "paper low-rank", "ours low-rank", "paper sine", "ours sine"]
-    for s in scenes:
-        cols += [f"{s} low-rank", f"{s} sine", f"{s} SSIM lr/sine"]
-    cols.append("sine > low-rank")
-    table = []
-    for k in ranks:
-        lr_rows = [r for r in rows if r["method"] == "lowrank" and int(r["rank"]) == k]
-        sn_rows = [r for r in rows if r["method"] == "sine" and int(r["rank"]) == k and float(r["omega"]) == cfg.omega]
-        any_k = [r for r in rows if r["method"] != "full" and int(r["rank"]) == k]
-        ref = (sn_rows or lr_rows or any_k)[0]
-        pl, ps = PAPER_TAB4.get(k, (float("nan"), float("nan")))
-        row = {"k": k, "params": f"{int(ref['params']):,}", "compression": f"{100 * float(ref['compression']):.2f}%",
-               "paper low-rank": pl, "ours low-rank": _mean_by(rows, "lowrank", k),
-               "paper sine": ps, "ours sine": _mean_by(rows, "sine", k, cfg.omega)}
-        wins = []
-        for s in scenes:
-            a = next((float(r["psnr"]) for r in lr_rows if r["scene"] == s), float("nan"))
-            b = next((float(r["psnr"]) for r in sn_rows if r["scene"] == s), float("nan"))
-            sa = next((float(r["ssim"]) for r in lr_rows if r["scene"] == s), float("nan"))
-            sb = next((float(r["ssim"]) for r in sn_rows if r["scene"] == s), float("nan"))
-            row[f"{s} low-rank"], row[f"{s} sine"] = a, b
-            row[f"{s} SSIM lr/sine"] = f"{sa:.3f} / {sb:.3f}"
-            if not (math.isnan(a) or math.isnan(b)):
-                wins.append(b > a)
-        row["sine > low-rank"] = f"{sum(wins)}/{len(wins)} scenes" if wins else "n/a"
-        table.append(row)
-    full_rows = [r for r in rows if r["method"] == "full"]
-    if full_rows:
-        fr = {"k": "full", "params": f"{int(full_rows[0]['params']):,}", "compression": "100.00%",
-              "paper low-rank": PAPER_FULL, "ours low-rank": sum(float(r["psnr"]) for r in full_rows) / len(full_rows),
-              "paper sine": PAPER_FULL, "ours sine": float("nan"), "sine > low-rank": ""}
-        for s in scenes:
-            v = next((float(r["psnr"]) for r in full_rows if r["scene"] == s), float("nan"))
-            sv = next((float(r["ssim"]) for r in full_rows if r["scene"] == s), float("nan"))
-            fr[f"{s} low-rank"], fr[f"{s} sine"], fr[f"{s} SSIM lr/sine"] = v, float("nan"), f"{sv:.3f}"
-        table.append(fr)
-    lines.append(markdown_table(table, cols))
-    lines += ["", "The full-rank row puts the full model's PSNR in the low-rank columns (the paper reports one "
-              "number, 26.85). Params and compression count all networks of the model (coarse, and fine when n_fine > 0) against the full model.", ""]
-
-    sweep = sorted({(int(r["rank"]), float(r["omega"])) for r in rows if r["method"] == "sine"})
-    if len({w for _, w in sweep}) > 1:
-        lines += ["## Omega sweep of sine low-rank (cf. paper Fig. 7)", ""]
-        srows = []
-        for k, w in sweep:
-            d = {"k": k, "omega": w}
-            for s in scenes:
-                d[s] = next((float(r["psnr"]) for r in rows if r["method"] == "sine" and r["scene"] == s
-                             and int(r["rank"]) == k and float(r["omega"]) == w), float("nan"))
-            d["low-rank mean"] = _mean_by(rows, "lowrank", k)
-            srows.append(d)
-        lines += [markdown_table(srows, ["k", "omega"] + scenes + ["low-rank mean"], floatfmt=".2f"), ""]
-
-    bd = _bd(rows, scenes, cfg.omega)
-    if len(ranks) < 2:  # a rate-distortion curve needs two points: say so instead of printing nan
-        lines += ["## BD-rate / BD-PSNR", "", "Not computed: BD metrics need at least two ranks per method "
-                  f"(this table has k = {', '.join(str(k) for k in ranks)})."]
-    else:
-        lines += ["## BD-rate / BD-PSNR of sine vs low-rank (rate = parameter count)", "",
-                  "| curve | BD-rate (Akima) | BD-PSNR (Akima) | BD-rate (PCHIP) | BD-PSNR (PCHIP) |", "|---|---|---|---|---|",
-                  f"| paper (LLFF mean, k = 1..60) | {PAPER_BD_RATE:.2f}% | +{PAPER_BD_PSNR:.2f} dB | | |"]
-        for s, v in bd.items():
-            lines.append(f"| ours: {s} (k = {', '.join(str(k) for k in ranks)}) | {_pct(v['bd_rate_akima'])} | "
-                         f"{v['bd_psnr_akima']:+.2f} dB | {_pct(v['bd_rate_pchip'])} | {v['bd_psnr_pchip']:+.2f} dB |")
-        lines += ["", "BD-rate integrates log(params) over PSNR. Akima (the paper's choice) is not shape-preserving: "
-                  "where a curve is nearly flat in PSNR between two ranks (two points with almost the same PSNR) "
-                  "the inverse curve is almost vertical and Akima overshoots by orders of magnitude; such entries "
-                  "are marked 'ill-conditioned' (|BD-rate| > 1000 %) and the shape-preserving PCHIP value is the one "
-                  "to read. BD-PSNR (PSNR over log(params)) is well conditioned with either."]
-    lines += ["", "RD plot: `rd_plot.png` (`sinelr bdrate " + str(outdir) + "`).", ""]
-
-    pairs = [(s, k) for s in scenes for k in ranks]
-    held = []
-    for s, k in pairs:
-        a = next((float(r["psnr"]) for r in rows if r["scene"] == s and r["method"] == "lowrank" and int(r["rank"]) == k), None)
-        b = next((float(r["psnr"]) for r in rows if r["scene"] == s and r["method"] == "sine" and int(r["rank"]) == k
-                  and float(r["omega"]) == cfg.omega), None)
-        if a is not None and b is not None:
-            held.append((s, k, b > a, b - a))
-    n_ok = sum(h[2] for h in held)
-    lines += ["## Does the paper's claim hold here?", ""]
-    if held:
-        lines.append(f"Claim tested: sine low-rank beats low-rank at every rank. Here sine > low-rank in {n_ok} of "
-                     f"{len(held)} (scene, k) pairs: " + ", ".join(f"{s} k={k}: {d:+.2f} dB" for s, k, _, d in held) + ".")
-        lines.append("The claim " + ("holds at every tested rank." if n_ok == len(held) else
-                                       "does NOT hold at every tested rank (see the pairs with a negative gap)."))
-        lines.append("Absolute PSNRs are not comparable with the paper's when the schedule is reduced (see above).")
-    else:
-        lines.append("Not enough runs for a comparison.")
-    path = outdir / "summary.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    out = Path(c.output_dir)
+    if (out / "settings.json").is_file() or not (out / "config.json").is_file():
+        sweep.check_settings(sweep.table())
+        return
+    old = json.loads((out / "config.json").read_text())  # an older folder: compare the keys that changed numbers
+    diff = [f"{k}: {old[k]!r} there, {getattr(c, k)!r} now" for k in LEGACY_KEYS if k in old and old[k] != getattr(c, k)]
+    if c.method_lr:
+        diff.append(f"method_lr: absent there, {c.method_lr} now")
+    if diff:
+        raise ResultsConflictError(f"{out} holds rows computed with other settings ({'; '.join(diff)}); "
+                                   "re-render it with the settings of its config.json")
 
 
-def run(config: Config) -> Dict[str, Any]:
-    """Run the grid of `config` (skipping rows already in summary.csv) and write the reports."""
-    import dataclasses
+def run(config: Config) -> List[Dict[str, Any]]:
+    """Run the pending points of the grid (every scene and seed) and render the summary from all rows."""
+    from sinelr.config import config_to_dict
+    from sinelr.sweep import Sweep, SweepSpec
+    from sinelr.train import resolve_device
 
-    from ..data.llff import load_llff
-    from ..report import ResultsTable, provenance, write_json, write_run_header
-    from ..train import resolve_device
-
-    _validate(config)
-    specs = _runs(config)
-    device = resolve_device(config.device)
-    outdir = Path(config.out_root) / config.name
-    scenes = {s: load_llff(s, config.data_dir, downscale=config.downscale) for s in config.scene}
-    cfg_dict = dataclasses.asdict(config)
-    prov = write_run_header(outdir, cfg_dict)
-    table = ResultsTable(outdir / "summary.csv", COLUMNS, key=["scene", "method", "rank", "omega"])
-    t0 = time.perf_counter()
-    for spec in specs:
-        if table.has(**spec):
-            print(f"{_tag(spec)}: already in {table.path}, skipped", flush=True)
-            continue
-        row = train_one(config, spec, scenes[spec["scene"]], device, outdir)
-        table.add(row)
-    rows = table.rows
-    for r in rows:  # CSV round trip gives strings
-        r["rank"] = int(r["rank"])
-    write_summary(config, rows, outdir, prov)
-    _fig4(config, rows, scenes, outdir)
-    write_json(outdir / "timing.json", {"seconds_this_invocation": time.perf_counter() - t0, **provenance()})
-    print(f"results in {outdir}/ (summary.csv, summary.md, fig4_*.png, views/)")
-    return {"rows": rows, "outdir": str(outdir)}
+    c = config
+    lrs = _validate(c)
+    scenes = _load_scenes(c)  # read and checked before anything is written
+    device = resolve_device(c.device)
+    holder: Dict[str, Any] = {}
+    sweep = Sweep(SweepSpec("nerf", COLUMNS, KEY, **SPEC_ARGS), config_to_dict(c), Path(c.output_dir), Path(c.run_dir),
+                  lambda rows, folder: render(c, lrs, holder["sweep"], scenes, rows, folder))
+    holder["sweep"] = sweep
+    if c.render_only:
+        _check_render_settings(c, sweep)
+    one = (lambda p, f: run_one(c, lrs, scenes[p["scene"]], device, p, f, sweep.checkpoint_fingerprint(p)))
+    rows = sweep.run(grid(c), one, render_only=c.render_only)
+    print(f"results in {c.output_dir}/ (summary.csv, summary.md, rd_plot.png, fig4_*.png, views/)")
+    return rows
