@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence
 
@@ -25,19 +27,21 @@ __all__ = ["main", "RECIPES", "Recipe", "load_recipe"]
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    module: str
+    file: str  # under sinelr/recipes/
     summary: str
 
 
-# The one list the CLI reads; no globbing. Modules are imported only when their command runs.
+# The one list the CLI reads; no globbing. A recipe is a program, not a module of the library:
+# `sinelr.recipes` cannot be imported (as torchtune's recipes), and a recipe file is loaded from its
+# path only when its command runs (or by a test, through load_recipe).
 RECIPES: List[Recipe] = [
-    Recipe("quickstart", "sinelr.recipes.quickstart", "fit a real photo with dense / low-rank / sine low-rank MLPs (CPU, < 3 min)"),
-    Recipe("spectra", "sinelr.recipes.spectra", "reproduce the paper's Figs. 1-3: spectra and rank of sin(omega U V^T)"),
-    Recipe("occupancy", "sinelr.recipes.occupancy_3d", "3D occupancy fields on real meshes (paper Tab. 6, Figs. 6, 8)"),
-    Recipe("glue", "sinelr.recipes.lora_glue", "LoRA vs sine-LoRA (DoRA vs sine-DoRA) on GLUE (paper Tab. 3)"),
-    Recipe("nerf", "sinelr.recipes.nerf_llff", "NeRF on LLFF with low-rank vs sine low-rank MLPs (paper Tab. 4)"),
-    Recipe("bdrate", "sinelr.recipes.bdrate", "BD-rate / BD-PSNR and the rate-distortion plot of NeRF results (paper Fig. 5)"),
-    Recipe("vit", "sinelr.recipes.vit_cifar100", "ViT from scratch with low-rank vs sine low-rank MLPs (paper Tabs. 1, 2, 5)"),
+    Recipe("quickstart", "quickstart.py", "fit a real photo with dense / low-rank / sine low-rank MLPs (CPU, < 3 min)"),
+    Recipe("spectra", "spectra.py", "reproduce the paper's Figs. 1-3: spectra and rank of sin(omega U V^T)"),
+    Recipe("occupancy", "occupancy_3d.py", "3D occupancy fields on real meshes (paper Tab. 6, Figs. 6, 8)"),
+    Recipe("glue", "lora_glue.py", "LoRA vs sine-LoRA (DoRA vs sine-DoRA) on GLUE (paper Tab. 3)"),
+    Recipe("nerf", "nerf_llff.py", "NeRF on LLFF with low-rank vs sine low-rank MLPs (paper Tab. 4)"),
+    Recipe("bdrate", "bdrate.py", "BD-rate / BD-PSNR and the rate-distortion plot of NeRF results (paper Fig. 5)"),
+    Recipe("vit", "vit_cifar100.py", "ViT from scratch with low-rank vs sine low-rank MLPs (paper Tabs. 1, 2, 5)"),
 ]
 
 # File-system errors: printed with their file name. (SinelrError covers the library's own types,
@@ -57,11 +61,23 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def load_recipe(name: str):
-    """The module of recipe `name` (its Config, run); only the CLI and tests load recipes."""
+    """The module of recipe `name` (its Config, run), loaded from its file; only the CLI and tests call this."""
     by_name = {r.name: r for r in RECIPES}
     if name not in by_name:
         raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(by_name)}")
-    return importlib.import_module(by_name[name].module)
+    module_name = f"sinelr_recipe_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    path = Path(__file__).resolve().parent / "recipes" / by_name[name].file
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up while the file runs
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
 
 
 def _build_parser() -> argparse.ArgumentParser:

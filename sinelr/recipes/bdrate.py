@@ -10,13 +10,14 @@ Example:
   sinelr bdrate results/nerf/nerf_cpu
 """
 from __future__ import annotations
-from sinelr.errors import ConfigError
 
 import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from sinelr.errors import ConfigError
 
 POSITIONAL = "paths"
 
