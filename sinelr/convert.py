@@ -8,14 +8,16 @@ from typing import Dict, Iterable, List, Literal, Optional, Sequence, Union
 
 import torch.nn as nn
 
+from .errors import ConfigError
 from .functional import check_omega
-from .layers import DEFAULT_OMEGA, LowRankLinear, SineLowRankLinear, _FactoredLinear
+from .kinds import FACTORED_CLASSES, canonical_kind
+from .layers import DEFAULT_OMEGA_FROM_SCRATCH, LowRankLinear, SineLowRankLinear, _FactoredLinear
 
 __all__ = ["convert", "parameter_report", "ParameterReport", "LAYER_KINDS", "matching_linear_names"]
 
 Kind = Literal["sine", "lowrank"]
 # One lookup table from the names configs use to the layer classes.
-LAYER_KINDS: Dict[str, type] = {"sine": SineLowRankLinear, "lowrank": LowRankLinear}
+LAYER_KINDS: Dict[str, type] = FACTORED_CLASSES  # the one lookup, in sinelr.kinds
 
 
 def _close(name: str, candidates: Sequence[str]) -> str:
@@ -84,7 +86,7 @@ def convert(
     targets: Union[str, Iterable[str]],
     rank: int,
     kind: Kind = "sine",
-    omega: float = DEFAULT_OMEGA,
+    omega: float = DEFAULT_OMEGA_FROM_SCRATCH,
     gain: Optional[float] = None,
     init: str = "fresh",
 ) -> nn.Module:
@@ -94,8 +96,12 @@ def convert(
     is the paper's Kaiming init for training from scratch; init="svd" starts from the dense weight.
     Returns the model; the replaced names are in `model.sinelr_converted` (nothing is skipped silently).
     """
-    if kind not in LAYER_KINDS:
-        raise ValueError(f"kind must be one of {sorted(LAYER_KINDS)}, got {kind!r}")
+    try:
+        kind = canonical_kind(kind)
+    except ValueError:
+        raise ConfigError(f"kind must be one of {sorted(LAYER_KINDS)}, got {kind!r}") from None
+    if kind not in LAYER_KINDS:  # 'dense' / 'full': nothing to convert to
+        raise ConfigError(f"kind must be one of {sorted(LAYER_KINDS)}, got {kind!r}")
     if kind == "sine":
         omega = check_omega(omega)
     names = matching_linear_names(model, targets)

@@ -1,5 +1,6 @@
 """The one layer-kind lookup: "dense", "lowrank", "sine" -> a factory (in, out, bias) -> nn.Module,
-and the default omega of each use of the sine, named by what it is for."""
+re-exporting the from-scratch default omega (sinelr.layers.DEFAULT_OMEGA_FROM_SCRATCH; adapters have
+sinelr.peft.DEFAULT_OMEGA_ADAPTER): one default per meaning, each defined once."""
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -7,18 +8,16 @@ from typing import Callable, Optional
 import torch.nn as nn
 
 from .functional import check_omega
-from .layers import LowRankLinear, SineLowRankLinear
+from .layers import DEFAULT_OMEGA_FROM_SCRATCH, LowRankLinear, SineLowRankLinear
 
-__all__ = ["KINDS", "canonical_kind", "linear_factory", "LinearFactory",
-           "DEFAULT_OMEGA_FROM_SCRATCH", "DEFAULT_OMEGA_ADAPTER"]
+__all__ = ["KINDS", "FACTORED_CLASSES", "canonical_kind", "linear_factory", "LinearFactory",
+           "DEFAULT_OMEGA_FROM_SCRATCH"]
 
 KINDS = ("dense", "lowrank", "sine")
 _ALIASES = {"full": "dense", "dense": "dense", "lowrank": "lowrank", "low-rank": "lowrank", "sine": "sine"}
 
-# omega of a layer trained from scratch (SineLowRankLinear, sinelr.convert): the paper's ViT/occupancy value.
-DEFAULT_OMEGA_FROM_SCRATCH = 100.0
-# omega of a sine-LoRA / sine-DoRA adapter on a pretrained model (sinelr.peft.SineLoraConfig).
-DEFAULT_OMEGA_ADAPTER = 200.0
+# The factored kinds and their layer classes (what sinelr.convert swaps in, what save_pretrained records).
+FACTORED_CLASSES = {"sine": SineLowRankLinear, "lowrank": LowRankLinear}
 
 LinearFactory = Callable[..., nn.Module]
 

@@ -15,11 +15,14 @@ import torch.nn.functional as F
 
 from .functional import check_gain, check_omega, check_rank, compute_dtype_for, sine_lowrank_linear, sine_lowrank_weight
 
-__all__ = ["LowRankLinear", "SineLowRankLinear", "DEFAULT_OMEGA"]
+__all__ = ["LowRankLinear", "SineLowRankLinear", "DEFAULT_OMEGA_FROM_SCRATCH", "DEFAULT_OMEGA"]
 
 # The paper's ViT/NeRF runs use omega in the hundreds with this init (Tab. 5: best 500 at k=1 on
 # CIFAR-100). 100 is the value its code uses as a general default; recipes set their own.
-DEFAULT_OMEGA = 100.0
+# omega of a sine low-rank layer trained from scratch (SineLowRankLinear, sinelr.convert, the models);
+# an adapter on a pretrained model has its own default: sinelr.peft.DEFAULT_OMEGA_ADAPTER.
+DEFAULT_OMEGA_FROM_SCRATCH = 100.0
+DEFAULT_OMEGA = DEFAULT_OMEGA_FROM_SCRATCH  # the older name
 
 InitMode = Literal["fresh", "svd"]
 
@@ -161,7 +164,7 @@ class SineLowRankLinear(_FactoredLinear):
         in_features: int,
         out_features: int,
         rank: int,
-        omega: float = DEFAULT_OMEGA,
+        omega: float = DEFAULT_OMEGA_FROM_SCRATCH,
         gain: Optional[float] = None,
         bias: bool = True,
         device: Optional[Union[torch.device, str]] = None,
@@ -209,7 +212,7 @@ class SineLowRankLinear(_FactoredLinear):
         cls,
         linear: nn.Linear,
         rank: int,
-        omega: float = DEFAULT_OMEGA,
+        omega: float = DEFAULT_OMEGA_FROM_SCRATCH,
         gain: Optional[float] = None,
         init: InitMode = "svd",
     ) -> "SineLowRankLinear":

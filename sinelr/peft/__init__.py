@@ -10,7 +10,7 @@ from ._registry import PEFT_TYPE_NAME, STORED_PEFT_TYPE, check_peft_version
 
 check_peft_version()
 
-from .config import DEFAULT_OMEGA, SineLoraConfig  # noqa: E402
+from .config import DEFAULT_OMEGA, DEFAULT_OMEGA_ADAPTER, SineLoraConfig  # noqa: E402
 from .layer import SineLoraLinear  # noqa: E402
 from .model import SineLoraModel  # noqa: E402
 from .variants import SineDoraLinearVariant  # noqa: E402
@@ -27,6 +27,7 @@ __all__ = [
     "SineLoraLinear",
     "SineDoraLinearVariant",
     "DEFAULT_OMEGA",
+    "DEFAULT_OMEGA_ADAPTER",
     "PEFT_TYPE_NAME",
     "STORED_PEFT_TYPE",
     "LoraConfig",

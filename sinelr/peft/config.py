@@ -17,11 +17,14 @@ from peft import LoraConfig
 from ..functional import _check_positive_real, check_gain, check_omega
 from . import _registry
 
-__all__ = ["SineLoraConfig", "DEFAULT_OMEGA"]
+__all__ = ["SineLoraConfig", "DEFAULT_OMEGA_ADAPTER", "DEFAULT_OMEGA"]
 
 # Ji et al. use omega in the hundreds for LoRA fine-tuning of transformers (the sine argument
 # omega * B A is tiny at init because B starts at zero and grows slowly).
-DEFAULT_OMEGA = 200.0
+# omega of a sine-LoRA / sine-DoRA adapter on a pretrained model (a layer trained from scratch has its
+# own default: sinelr.layers.DEFAULT_OMEGA_FROM_SCRATCH).
+DEFAULT_OMEGA_ADAPTER = 200.0
+DEFAULT_OMEGA = DEFAULT_OMEGA_ADAPTER  # the older name
 
 # LoRA options whose initialisation or forward would bypass the sine update.
 _UNSUPPORTED_INITS = ("pissa", "corda", "olora", "loftq", "eva", "mica", "lora_ga", "orthogonal")
@@ -38,7 +41,7 @@ class SineLoraConfig(LoraConfig):
         default, which keeps the update's variance independent of the layer width).
     """
 
-    omega: float = field(default=DEFAULT_OMEGA, metadata={"help": "Sine frequency omega (finite, > 0)."})
+    omega: float = field(default=DEFAULT_OMEGA_ADAPTER, metadata={"help": "Sine frequency omega (finite, > 0)."})
     gain: Optional[float] = field(
         default=None, metadata={"help": "Sine gain g (> 0); None = sqrt(in_features) of each layer."}
     )

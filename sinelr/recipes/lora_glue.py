@@ -65,7 +65,7 @@ class Config:
     output_dir: Optional[str] = field(default=None, metadata={"help": "results folder (default results/glue/<model>)"})
     run_dir: Optional[str] = field(default=None, metadata={"help": "run folders: checkpoints, adapters (default runs/glue/<model>, git-ignored)"})
     # omega: sin(omega * B A) / gain; the authors' sine-LoRA uses omega in the hundreds with gain sqrt(in).
-    # 200 is sinelr's adapter default (sinelr.kinds.DEFAULT_OMEGA_ADAPTER); our CPU sweeps chose 50 (docs/glue.md).
+    # 200 is sinelr's adapter default (sinelr.peft.DEFAULT_OMEGA_ADAPTER); our CPU sweeps chose 50 (docs/glue.md).
     omega: float = field(default=200.0, metadata={"help": "frequency omega of the sine methods (rows of the main table)"})
     omegas: List[float] = field(default_factory=list, metadata={"help": "extra omegas for the sensitivity sweep of the sine methods (rows in summary.csv, shown in the omega plot)"})
     gain: Optional[float] = field(default=None, metadata={"help": "gain g of sin(.)/g (default sqrt(in_features))"})
