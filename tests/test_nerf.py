@@ -190,6 +190,10 @@ def test_tiny_scene_trains_renders_and_reports_end_to_end(tmp_path, capsys):
     assert len(rows) == 6 == len(res)  # full, lowrank k1 k2, sine k1 k2, sine k1 omega 10
     assert all(math.isfinite(float(r["psnr"])) for r in rows)
     assert {len(r["data_sha256"]) for r in rows} == {16} and {r["lr"] for r in rows} == {"0.001"}
+    # each trained model is saved compressed; its file size is reported beside the PSNR
+    assert all(int(r["model_bytes"]) > 0 for r in rows)
+    full_row = next(r for r in rows if r["method"] == "full")
+    assert int(next(r for r in rows if r["method"] == "lowrank")["model_bytes"]) < int(full_row["model_bytes"])
     lr1 = next(r for r in rows if r["method"] == "lowrank" and r["rank"] == "1")
     assert float(lr1["compression"]) < 1.0 and int(lr1["params"]) < int(rows[0]["params"])
     assert (out / "views" / "tiny_full_view000.png").is_file()

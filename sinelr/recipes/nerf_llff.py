@@ -30,7 +30,8 @@ METHODS = ("full", "lowrank", "sine")
 # rank 0 = the full model, omega 0 = not a sine run (the layout of every NeRF summary.csv so far).
 COLUMNS: Dict[str, Any] = {"scene": str, "method": str, "rank": int, "omega": float, "params": int,
                            "compression": float, "psnr": float, "ssim": float, "steps": int, "seed": int,
-                           "lr": float, "final_loss": float, "train_seconds": float, "data_sha256": str}
+                           "lr": float, "final_loss": float, "train_seconds": float, "data_sha256": str,
+                           "model_bytes": int}
 KEY = ["scene", "method", "rank", "omega", "seed"]
 # Paper Tab. 4: mean PSNR over the LLFF scenes, (low-rank, sine) per rank; full rank 26.85.
 PAPER_TAB4 = {1: (14.00, 19.77), 5: (20.01, 23.11), 10: (22.12, 24.39), 30: (24.42, 25.86), 60: (25.59, 26.36)}
@@ -201,12 +202,15 @@ def run_one(c: Config, lrs: Dict[str, float], scene, device, point: Dict[str, An
                         checkpoint_every=c.checkpoint_every, config_fingerprint=fingerprint, accelerator=accelerator,
                         grad_clip=c.grad_clip or None, desc=_tag(point))
     psnr, ssim = _evaluate(c, net, scene, point, folder, device)
+    from sinelr.serialization import save_pretrained
+
+    nbytes = save_pretrained(net, folder / "model")  # the compressed model as a user ships it
     print(f"[nerf] {_tag(point)}: PSNR {psnr:.2f} dB, SSIM {ssim:.3f}, params {report.total:,} "
           f"({100 * report.compression:.2f}% of full), final loss {result.final_loss:.4g}, {result.seconds:.0f} s",
           flush=True)
     return {"params": report.total, "compression": report.compression, "psnr": psnr, "ssim": ssim, "steps": c.steps,
             "lr": lr, "final_loss": result.final_loss, "train_seconds": result.seconds,
-            "data_sha256": scene_sha256(scene)}
+            "data_sha256": scene_sha256(scene), "model_bytes": nbytes}
 
 
 def _evaluate(c: Config, net, scene, point: Dict[str, Any], folder: Path, device) -> tuple:
@@ -325,6 +329,7 @@ def _table_lines(c: Config, rows: List[Dict[str, Any]], scenes: List[str]) -> Li
         ref = next(r for r in rows if r["rank"] == k)
         pl, ps = PAPER_TAB4.get(k, (float("nan"), float("nan")))
         row = {"k": k, "params": f"{ref['params']:,}", "comp": f"{100 * ref['compression']:.2f}%", "pl": pl,
+               "bytes": f"{ref['model_bytes']:,}" if ref.get("model_bytes") else "",
                "low": _mean_sd(low), "ps": ps, "sine": _mean_sd(sine)}
         for s in scenes:
             row[s] = (f"{_mean_sd(_psnr(rows, 'lowrank', k, 0.0, [s]))} / "
@@ -333,11 +338,13 @@ def _table_lines(c: Config, rows: List[Dict[str, Any]], scenes: List[str]) -> Li
         comps.append(paired_comparison(low, sine, "low-rank", "sine"))
     full = _psnr(rows, "full", 0, 0.0, scenes)
     if full:
-        fp = next(r["params"] for r in rows if r["method"] == "full")
+        fr = next(r for r in rows if r["method"] == "full")
+        fp = fr["params"]
         table.append({"k": "full", "params": f"{fp:,}", "comp": "100.00%", "pl": PAPER_FULL, "low": _mean_sd(full),
+                      "bytes": f"{fr['model_bytes']:,}" if fr.get("model_bytes") else "",
                       "ps": PAPER_FULL, "sine": "", **{s: _mean_sd(_psnr(rows, "full", 0, 0.0, [s])) for s in scenes}})
-    cols = ["k", "params", "comp", "pl", "low", "ps", "sine"] + scenes
-    head = ["k", "params", "params / full", "paper low-rank", "ours low-rank", "paper sine", f"ours sine (omega {c.omega:g})"]
+    cols = ["k", "params", "comp", "bytes", "pl", "low", "ps", "sine"] + scenes
+    head = ["k", "params", "params / full", "model file bytes", "paper low-rank", "ours low-rank", "paper sine", f"ours sine (omega {c.omega:g})"]
     out = ["## PSNR on held-out views (dB), cf. paper Tab. 4", "",
            "Ours: mean over the scenes (± sd over seeds); paper: its mean over the LLFF scenes.", "",
            markdown_table(table, cols, head + [f"{s} low-rank / sine" for s in scenes]), "",
