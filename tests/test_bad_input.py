@@ -469,3 +469,17 @@ def test_quickstart_rerun_is_byte_stable(tmp_path):
     assert qs.Config().output_dir.startswith("runs/")
     ignored = subprocess.run(["git", "check-ignore", "-q", "runs/quickstart/summary.csv"], cwd=ROOT)
     assert ignored.returncode == 0
+
+
+def test_sine_lora_rank_above_a_target_layer_is_refused_before_anything_changes():
+    import torch.nn as nn
+
+    from sinelr.peft import SineLoraConfig, get_peft_model
+
+    base = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    with pytest.raises(ConfigError, match=r"r=6 is larger than min\(out, in\) = 4 of the target layer 2 \(4x8\)"):
+        get_peft_model(base, SineLoraConfig(r=6, target_modules=["0", "2"]))
+    assert isinstance(base[0], nn.Linear) and isinstance(base[2], nn.Linear)  # nothing was replaced
+    ok = get_peft_model(nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)),
+                        SineLoraConfig(r=4, target_modules=["0", "2"]))
+    assert ok is not None

@@ -14,6 +14,7 @@ from torch import nn
 from peft.tuners.lora import LoraModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from ..errors import ConfigError
 from .layer import SUPPORTED_LAYER_TYPES, SineLoraLinear, dispatch_sine
 
 __all__ = ["SineLoraModel", "check_adapter_weights", "WEIGHTS_NAME", "SINE_KEY_SUFFIX"]
@@ -109,12 +110,24 @@ class SineLoraModel(LoraModel):
                 continue
             if not isinstance(module, supported):
                 bad.append(f"{name} ({type(module).__name__})")
+            elif not isinstance(module, SineLoraLinear):
+                self._refuse_rank_above_layer(config, name, module)
         if bad:
             names = ", ".join(t.__name__ for t in SUPPORTED_LAYER_TYPES)
             raise ValueError(
                 f"sine-LoRA can only adapt {names} layers, but target_modules={sorted(config.target_modules) if not isinstance(config.target_modules, str) else config.target_modules!r} "
                 f"also matches: {', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}. Nothing was changed."
             )
+
+    @staticmethod
+    def _refuse_rank_above_layer(config: Any, name: str, module: nn.Module) -> None:
+        """r above min(in, out) adds parameters but no rank to B A: refuse it, naming the layer's shape."""
+        r = next((v for k, v in (getattr(config, "rank_pattern", None) or {}).items()
+                  if name == k or name.endswith("." + k)), config.r)
+        n_in, n_out = _in_out(module)
+        if r > min(n_in, n_out):
+            raise ConfigError(f"r={r} is larger than min(out, in) = {min(n_in, n_out)} of the target layer {name} "
+                              f"({n_out}x{n_in}); use r <= {min(n_in, n_out)}. Nothing was changed.")
 
     @staticmethod
     def _check_checkpoint_fits(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
