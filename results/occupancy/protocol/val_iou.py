@@ -73,7 +73,7 @@ def main() -> None:
                 logits = torch.cat([model(x[s:s + 65536]) for s in range(0, len(x), 65536)])
             bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float()).item()
             rows.append({"run": outdir.parent.name, "method": r["method"], "rank": r["rank"],
-                         "omega": r["omega"], "lr": config["lr"], "steps": config["steps"],
+                         "omega": r["omega"], "lr": f"{config['lr']:g}", "steps": config["steps"],
                          "val_iou": 100 * iou(logits > 0, y), "val_bce": bce, "test_iou": 100 * float(r["iou"])})
             print(rows[-1], flush=True)
     cols = ["run", "method", "rank", "omega", "lr", "steps", "val_iou", "val_bce", "test_iou"]
