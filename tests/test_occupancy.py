@@ -1,4 +1,5 @@
-"""Occupancy recipe: labelling on a sphere, mesh checks and bad input, the label cache, the quick config end to end."""
+"""Occupancy recipe: labelling on a sphere, winding-number labels of open and non-manifold meshes, mesh checks
+and bad input, the label cache, validation points, the quick config end to end."""
 from __future__ import annotations
 
 import csv
@@ -12,14 +13,21 @@ trimesh = pytest.importorskip("trimesh")
 pytest.importorskip("skimage")
 
 from sinelr.config import ConfigError, load_config  # noqa: E402
+import sinelr.data.occupancy as occ  # noqa: E402
 from sinelr.data.occupancy import (  # noqa: E402
     MeshError,
     check_grid_memory,
+    choose_inside_test,
     grid_points,
     label_grid,
     label_points,
     load_mesh,
+    mesh_defects,
     prepare_occupancy,
+    sample_training_points,
+    sample_validation_points,
+    winding_numbers,
+    winding_numbers_exact,
 )
 from sinelr.metrics import iou  # noqa: E402
 from sinelr.models.occupancy import OccupancyMLP, hidden_linear_factory  # noqa: E402
@@ -108,12 +116,148 @@ def test_flat_mesh_without_volume_is_refused(tmp_path):
         load_mesh(path)
 
 
-def test_open_mesh_is_refused_with_a_hint(tmp_path):
-    box = trimesh.creation.box()
-    path = tmp_path / "open.ply"
-    trimesh.Trimesh(box.vertices, box.faces[:-2], process=False).export(path)
-    with pytest.raises(MeshError, match="not watertight"):
-        load_mesh(path)
+def _holed_sphere() -> "trimesh.Trimesh":
+    """An icosphere of radius 0.7 with the faces of its top cap (z > 0.65) removed: a hole ~0.5 wide."""
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.7)
+    keep = sphere.triangles_center[:, 2] < 0.65
+    assert 0 < (~keep).sum() < 80
+    return trimesh.Trimesh(sphere.vertices, sphere.faces[keep], process=True)
+
+
+def _flap_sphere() -> "trimesh.Trimesh":
+    """A closed icosphere plus a zero-volume flap: one triangle and its oppositely wound copy on an existing
+    edge, reaching out to a new vertex (so that edge is shared by four faces)."""
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.7)
+    a, b = sphere.edges_unique[0]
+    tip = (sphere.vertices[a] + sphere.vertices[b]) * 0.5 * 1.25
+    n = len(sphere.vertices)
+    faces = np.vstack([sphere.faces, [[a, b, n], [b, a, n]]])
+    return trimesh.Trimesh(np.vstack([sphere.vertices, tip]), faces, process=False)
+
+
+def _far_points(n: int = 3000, radius: float = 0.7, gap: float = 0.03, seed: int = 0):
+    pts = np.random.default_rng(seed).uniform(-1, 1, size=(n, 3))
+    r = np.linalg.norm(pts, axis=1)
+    far = np.abs(r - radius) > gap
+    return pts[far], r[far] < radius
+
+
+def test_winding_labels_agree_with_ray_parity_on_a_watertight_mesh():
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.7)
+    pts, analytic = _far_points()
+    assert choose_inside_test(sphere) == "parity" and mesh_defects(sphere) == []
+    parity = label_points(sphere, pts, "parity")
+    winding = label_points(sphere, pts, "winding")
+    assert np.array_equal(winding, parity) and np.array_equal(winding, analytic)
+
+
+def test_exact_winding_number_matches_the_solid_angle_formula():
+    box = trimesh.creation.box()  # the unit cube centred at 0
+    pts = np.array([[0.0, 0, 0], [0.2, -0.3, 0.1], [0.9, 0, 0], [0.3, 2.0, -1.0]])
+    assert np.allclose(winding_numbers_exact(box.vertices, box.faces, pts), [1, 1, 0, 0], atol=1e-9)
+    # flipped winding: -1 inside
+    assert np.allclose(winding_numbers_exact(box.vertices, box.faces[:, ::-1], pts[:2]), [-1, -1], atol=1e-9)
+    # one face of a cube seen from its centre covers 1/6 of the sphere of directions
+    face = box.faces[np.abs(box.triangles_center[:, 0] - 0.5) < 1e-9]
+    assert len(face) == 2
+    assert abs(abs(winding_numbers_exact(box.vertices, face, pts[:1])[0]) - 1 / 6) < 1e-12
+    # chunking does not change the sum
+    many = np.random.default_rng(1).uniform(-1, 1, size=(50, 3))
+    assert np.allclose(winding_numbers_exact(box.vertices, box.faces, many, chunk_work=12),
+                       winding_numbers_exact(box.vertices, box.faces, many), atol=1e-12)
+
+
+def test_fast_winding_number_agrees_with_the_exact_sum_on_an_open_mesh():
+    pytest.importorskip("igl")
+    mesh = _holed_sphere()
+    pts = np.random.default_rng(2).uniform(-1, 1, size=(2000, 3))
+    exact = winding_numbers_exact(mesh.vertices, mesh.faces, pts)
+    assert np.abs(winding_numbers(mesh, pts) - exact).max() < 1e-2
+    assert (exact > 0.9).any() and (np.abs(exact) < 0.1).any()  # points inside and outside
+
+
+def test_without_libigl_the_exact_sum_is_used_or_libigl_is_asked_for(monkeypatch):
+    mesh = _holed_sphere()
+    pts = np.random.default_rng(3).uniform(-1, 1, size=(300, 3))
+    monkeypatch.setitem(__import__("sys").modules, "igl", None)  # import igl now raises ImportError
+    assert np.allclose(winding_numbers(mesh, pts), winding_numbers_exact(mesh.vertices, mesh.faces, pts))
+    monkeypatch.setattr(occ, "_EXACT_WINDING_MAX_WORK", 10.0)
+    with pytest.raises(MeshError, match="pip install libigl"):
+        winding_numbers(mesh, pts)
+
+
+def test_open_mesh_is_accepted_and_points_well_inside_stay_inside(tmp_path):
+    path = tmp_path / "holed.ply"
+    _holed_sphere().export(path)
+    mesh = load_mesh(path)  # refused before: "not watertight"
+    defects = mesh_defects(mesh)
+    assert len(defects) == 1 and "boundary edges" in defects[0]
+    assert choose_inside_test(mesh) == "winding"
+    pts = np.random.default_rng(4).uniform(-1, 1, size=(4000, 3))
+    r = np.linalg.norm(pts, axis=1)
+    labels = label_points(mesh, pts)
+    assert labels[r < 0.5].all() and not labels[r > 0.9].any()
+    # ray parity labels the column above the hole inside (one crossing below); the winding number does not
+    assert occ._parity_labels(mesh, pts)[r > 0.9].any()
+    data = prepare_occupancy(path, 24, 300, 300, [0.01], 0, tmp_path / "cache", margin=0.0)
+    assert data.inside_test == "winding" and data.defects == tuple(defects)
+    lo, hi = mesh.bounds  # undo the normalisation (centre the bounding box, longest side -> [-1, 1])
+    original = grid_points(24) * float((hi - lo).max()) / 2.0 + (lo + hi) / 2.0
+    analytic = np.linalg.norm(original, axis=1) < 0.7
+    assert iou(torch.from_numpy(data.grid.ravel()), torch.from_numpy(analytic)) > 0.9
+    assert any(p.name.endswith("_gwn.npz") for p in (tmp_path / "cache").iterdir())
+
+
+def test_zero_volume_flap_is_handled_and_named(tmp_path):
+    path = tmp_path / "flap.ply"
+    _flap_sphere().export(path)
+    mesh = load_mesh(path)  # refused before with "it has holes or open boundaries"
+    assert len(mesh.faces) == len(trimesh.creation.icosphere(subdivisions=3).faces) + 2
+    defects = mesh_defects(mesh)
+    assert len(defects) == 1 and "non-manifold" in defects[0] and "4 faces" in defects[0]
+    assert "hole" not in " ".join(defects) and "boundary" not in " ".join(defects)
+    pts, analytic = _far_points(20000, seed=7)
+    assert np.array_equal(label_points(mesh, pts), analytic)  # the flap's two triangles cancel
+    # ray parity merges the flap's two coincident hits into one crossing and flips the columns through it
+    assert (occ._parity_labels(mesh, pts) != analytic).any()
+    with pytest.raises(MeshError, match="non-manifold") as err:
+        label_points(mesh, pts, "parity")
+    assert "hole" not in str(err.value)
+
+
+def test_open_surface_without_volume_is_refused_naming_its_defect(tmp_path):
+    path = tmp_path / "sheet.ply"  # one tilted triangle: not flat in any axis, but encloses nothing
+    trimesh.Trimesh([[0, 0, 0], [1, 0, 0.3], [0, 1, 0.6]], [[0, 1, 2]], process=False).export(path)
+    with pytest.raises(MeshError, match="encloses no volume") as err:
+        prepare_occupancy(path, 16, 100, 100, [0.01], 0, tmp_path / "cache")
+    assert "3 boundary edges" in str(err.value) and "sheet.ply" in str(err.value)
+
+
+def test_unknown_inside_test_is_refused():
+    with pytest.raises(ValueError, match="'rays'"):
+        choose_inside_test(trimesh.creation.box(), "rays")
+
+
+def test_validation_points_are_an_independent_draw(tmp_path):
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.7)
+    train, _ = sample_training_points(sphere, 500, 500, [0.01], 0)
+    val, val_labels = sample_validation_points(sphere, 500, 500, [0.01], 0)
+    assert val.shape == train.shape
+    assert not (train[:, None, :] == val[None, :, :]).all(-1).any()  # no shared point
+    r = np.linalg.norm(val, axis=1)
+    far = np.abs(r - 0.7) > 0.03
+    assert np.array_equal(val_labels[far], (r < 0.7)[far])
+    again, _ = sample_validation_points(sphere, 500, 500, [0.01], 0)
+    assert np.array_equal(again, val)  # reproducible
+
+
+def test_recipe_runs_on_an_open_mesh(tmp_path):
+    path = tmp_path / "holed.ply"
+    _holed_sphere().export(path)
+    occupancy_3d.run(_tiny_config(tmp_path, str(path), methods=["full"]))
+    with (tmp_path / "results" / "holed" / "summary.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 1 and 0.0 < float(rows[0]["iou"]) <= 1.0
 
 
 def test_resolution_too_large_for_memory_is_refused():
