@@ -167,6 +167,8 @@ class Sweep:
         self.results_settings = {**training_config(self.config, excluded), **_plain(self.extra)}
         self.training_settings = training_config(self.results_settings, self.spec.not_in_training)
         self.results_fingerprint = fingerprint_of(self.results_settings)
+        # The code that computes this sweep's rows is the code loaded now: its git sha is taken once.
+        self.started = provenance()
 
     # -- before anything is written -------------------------------------------------------------
     def table(self) -> ResultsTable:
@@ -242,14 +244,14 @@ class Sweep:
                 return table.rows
             typed = table.add({**{k: point[k] for k in self.spec.key}, **record}, save=False)
             if self.is_main:
-                write_json(folder / "metrics.json", {"record": typed, "provenance": provenance()})
+                write_json(folder / "metrics.json", {"record": typed, "provenance": {**self.started, "date": provenance()["date"]}})
                 self._publish(table, [point])
         if not todo and self.is_main:
             self._publish(table, [])
         return table.rows
 
     def _publish(self, table: ResultsTable, points: List[Point]) -> None:
-        prov = provenance()
+        prov = {**self.started, "date": provenance()["date"]}
 
         def write(folder: Path) -> None:
             table.save(folder / "summary.csv")

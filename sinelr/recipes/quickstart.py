@@ -22,6 +22,8 @@ METHODS = ("dense", "lowrank", "sine")
 COLUMNS: Dict[str, Any] = {"method": str, "rank": "int|str", "seed": int, "omega": float, "params": int,
                            "hidden_params": int, "compression": float, "psnr": float, "final_loss": float}
 KEY = ["method", "rank", "seed"]
+# The protocol's per-method learning rates (docs/quickstart.md), used when --lr is not given.
+TUNED_LR = {"dense": 1e-2, "lowrank": 3e-2, "sine": 1e-2}
 
 
 @dataclass
@@ -35,12 +37,14 @@ class Config:
     num_frequencies: int = field(default=8, metadata={"help": "Fourier positional-encoding frequencies per coordinate"})
     # 48x48 and 300 steps keep three seeds of seven models under 3 minutes (docs/quickstart.md).
     steps: int = field(default=300, metadata={"help": "full-batch Adam steps per model"})
-    lr: float = field(default=1e-2, metadata={"help": "Adam learning rate (cosine decay to 0) of methods not in method_lr"})
-    # The protocol's per-method learning rates (tuned on other photos than the astronaut: docs/quickstart.md).
-    # Each the best of 3e-3 / 1e-2 / 3e-2 / 1e-1 (mean PSNR at k=4 on scikit-image's coffee and chelsea, seed 0:
-    # results/quickstart/protocol/, docs/quickstart.md), so the reported photo was never used for tuning.
-    method_lr: List[str] = field(default_factory=lambda: ["dense=0.01", "lowrank=0.03", "sine=0.01"], metadata={
-        "help": "per-method learning rates as method=value items (dense, lowrank, sine)"})
+    # None: each method's own rate, the best of 3e-3 / 1e-2 / 3e-2 / 1e-1 by mean PSNR at k=4 on scikit-image's
+    # coffee and chelsea, seed 0 (results/quickstart_protocol/, docs/quickstart.md): the reported photo was
+    # never used for tuning. A number: that rate for every method not named in method_lr.
+    lr: Optional[float] = field(default=None, metadata={
+        "help": "Adam learning rate (cosine decay to 0) for every method; default: the tuned per-method rates "
+                "(dense 1e-2, lowrank 3e-2, sine 1e-2)"})
+    method_lr: List[str] = field(default_factory=list, metadata={
+        "help": "per-method learning rates as method=value items (dense, lowrank, sine); override lr"})
     omega: float = field(default=100.0, metadata={"help": "frequency omega of the sine layers (tuned: see docs/quickstart.md)"})
     gain: Optional[float] = field(default=None, metadata={"help": "gain g of the sine layers (None = sqrt(width), the paper's code)"})
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "seeds of every model's init (one row each)"})
@@ -75,7 +79,7 @@ def _validate(c: Config) -> Dict[str, float]:
     for name, values in (("ranks", c.ranks), ("seeds", c.seeds)):
         if len(set(values)) != len(values):
             raise ConfigError(f"{name} must not repeat, got {list(values)}")
-    if not isinstance(c.lr, (int, float)) or not math.isfinite(c.lr) or c.lr <= 0:
+    if c.lr is not None and (not isinstance(c.lr, (int, float)) or not math.isfinite(c.lr) or c.lr <= 0):
         raise ConfigError(f"lr must be a finite number > 0, got {c.lr!r}")
     from sinelr.functional import check_gain, check_omega
 
@@ -86,7 +90,8 @@ def _validate(c: Config) -> Dict[str, float]:
         raise FileNotFoundError(
             f"image {c.image!r} is neither a built-in scikit-image photo ({', '.join(BUILTIN_IMAGES)}) nor an existing file")
     lrs = parse_assignments("method_lr", c.method_lr, METHODS)
-    return {m: lrs.get(m, float(c.lr)) for m in METHODS}
+    base = TUNED_LR if c.lr is None else {m: float(c.lr) for m in METHODS}
+    return {m: lrs.get(m, base[m]) for m in METHODS}
 
 
 def image_label(name: str) -> str:
