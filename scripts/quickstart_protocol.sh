@@ -1,7 +1,7 @@
 #!/bin/bash
 # quickstart protocol: LR grid per method at k=4 on two tuning photos (not the reported astronaut), seed 0;
 # then budget doubling on astronaut (300 vs 600 steps), all methods, seed 0.
-cd /work/main
+cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 SINELR_NO_PROGRESS=1
 for img in coffee chelsea; do for lr in 0.003 0.01 0.03; do
   nice -n 5 python -m sinelr.cli quickstart --image $img --ranks 4 --seeds 0 --lr $lr \
