@@ -367,7 +367,9 @@ def render(c: Config, lrs: Dict[str, float], sweep, data, mesh_path: Optional[Pa
     lines += provenance_lines(folder) + [
         "- config: config.json (the settings every row shares: settings.json)",
         f"- dataset: `{mesh}` (file {mesh_path or 'not found at render time'}), normalised to "
-        f"[-1, 1]^3 (margin {c.margin:g})",
+        f"[-1, 1]^3 (margin {c.margin:g})" + (f"; inside test: {data.inside_test}" + (
+            f" (mesh defects: {data.defects})" if getattr(data, "defects", None) else "")
+            if data is not None and hasattr(data, "inside_test") else ""),
         f"- seeds: {', '.join(map(str, seeds))}",
         f"- model: {c.hidden_layers} hidden layers of width {c.hidden_features}, Gaussian activation exp(-({c.scale:g} x)^2); "
         f"only the {c.hidden_features}x{c.hidden_features} layer(s) are (sine) low-rank; gain "
