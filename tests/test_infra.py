@@ -225,7 +225,7 @@ def test_cli_reports_a_diverging_run_in_one_line(monkeypatch, capsys):
         train_loop(model, opt, lambda step: model(torch.randn(2, 8)).sum() * float("nan"), config.steps)
 
     fake = types.SimpleNamespace(Config=Cfg, run=run, __doc__="a recipe that diverges")
-    monkeypatch.setattr(cli.importlib, "import_module", lambda name: fake)
+    monkeypatch.setattr(cli, "load_recipe", lambda name: fake)
     assert cli.main(["quickstart", "--steps", "2"]) == 2
     err = capsys.readouterr().err
     assert "non-finite loss" in err and "step 0" in err and "Traceback" not in err

@@ -7,6 +7,7 @@ the model, target layers it cannot adapt and checkpoints that do not fit the bas
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Optional
 
 from torch import nn
@@ -14,7 +15,6 @@ from torch import nn
 from peft.tuners.lora import LoraModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from ..errors import ConfigError
 from .layer import SUPPORTED_LAYER_TYPES, SineLoraLinear, dispatch_sine
 
 __all__ = ["SineLoraModel", "check_adapter_weights", "WEIGHTS_NAME", "SINE_KEY_SUFFIX"]
@@ -121,13 +121,16 @@ class SineLoraModel(LoraModel):
 
     @staticmethod
     def _refuse_rank_above_layer(config: Any, name: str, module: nn.Module) -> None:
-        """r above min(in, out) adds parameters but no rank to B A: refuse it, naming the layer's shape."""
+        """r above min(in, out) adds parameters but nothing else: B A (and so sin(omega B A)) ranges over
+        the same matrices as at r = min(in, out). PEFT allows it (its own tests use r=8 on 4-wide layers),
+        so sinelr warns, naming the layer's shape; the recipes refuse it (sinelr glue --rank)."""
         r = next((v for k, v in (getattr(config, "rank_pattern", None) or {}).items()
                   if name == k or name.endswith("." + k)), config.r)
         n_in, n_out = _in_out(module)
         if r > min(n_in, n_out):
-            raise ConfigError(f"r={r} is larger than min(out, in) = {min(n_in, n_out)} of the target layer {name} "
-                              f"({n_out}x{n_in}); use r <= {min(n_in, n_out)}. Nothing was changed.")
+            warnings.warn(f"r={r} is larger than min(out, in) = {min(n_in, n_out)} of the target layer {name} "
+                          f"({n_out}x{n_in}): the extra factors add parameters but no expressiveness; r <= "
+                          f"{min(n_in, n_out)} gives the same function class", UserWarning, stacklevel=4)
 
     @staticmethod
     def _check_checkpoint_fits(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:

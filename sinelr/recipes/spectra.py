@@ -72,7 +72,7 @@ def _parse_shape(text: str) -> Tuple[int, int]:
 def _validate(c: Config) -> None:
     if isinstance(c.size, bool) or not isinstance(c.size, int) or c.size < 2:
         raise ValueError(f"size must be an integer >= 2, got {c.size!r}")
-    from ..data import available_memory_bytes
+    from sinelr.data import available_memory_bytes
 
     # A few float64 size x size matrices live at once (the matrix, its SVD factors, a heatmap): refuse
     # before allocating when they would not fit in half of the available memory.
