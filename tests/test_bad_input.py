@@ -327,7 +327,7 @@ def test_nerf_downscale_larger_than_the_images_is_one_line(tmp_path, capsys):
 
 def test_spectra_size_too_large_is_refused_before_allocating(tmp_path, capsys):
     assert main(["spectra", "--size", "10000000", "--ranks", "1", "--fig-rank", "1",
-                 "--out-dir", str(tmp_path / "s")]) == 2
+                 "--output-dir", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert "size=10000000 needs about" in err and "GiB" in err
     assert not (tmp_path / "s").exists()

@@ -303,7 +303,7 @@ def test_spectra_recipe_writes_its_files(tmp_path):
     out = tmp_path / "theory"
     res = run(Config(size=24, ranks=[1, 2], fig_rank=2, omegas=[1.0, 100.0, 1000.0], heatmap_omegas=[100.0],
                      prop1_points=4, omega0_shapes=["16x16", "12x20"], omega0_ranks=[1, 2, 12],
-                     omega0_seeds=[0, 1], out_dir=str(out)))
+                     omega0_seeds=[0, 1], output_dir=str(out)))
     for name in ("fig1_spectra", "fig2_activations", "fig3_omega_sweep", "prop1_bound", "omega0"):
         assert (out / f"{name}.csv").stat().st_size > 0
         assert (out / f"{name}.png").stat().st_size > 0
@@ -327,7 +327,7 @@ def test_spectra_recipe_writes_its_files(tmp_path):
     # a rerun into the same folder gives the same table (no stale rows, deterministic seeds)
     first = (out / "omega0.csv").read_text()
     run(Config(size=24, ranks=[1, 2], fig_rank=2, omegas=[1.0, 100.0, 1000.0], heatmap_omegas=[100.0],
-               prop1_points=4, omega0_shapes=["16x16"], omega0_ranks=[2], omega0_seeds=[0, 1], out_dir=str(out)))
+               prop1_points=4, omega0_shapes=["16x16"], omega0_ranks=[2], omega0_seeds=[0, 1], output_dir=str(out)))
     rerun = list(csv.DictReader((out / "omega0.csv").open()))
     assert len(rerun) == 1 and rerun[0] == next(r for r in csv.DictReader(first.splitlines()) if r["k"] == "2"
                                                   and r["m"] == "16")
@@ -369,5 +369,5 @@ def test_spectra_recipe_rejects_bad_config(tmp_path, bad, match):
     Config, run = load_recipe("spectra").Config, load_recipe("spectra").run
 
     with pytest.raises(ValueError, match=match):
-        run(Config(out_dir=str(tmp_path / "x"), **bad))
+        run(Config(output_dir=str(tmp_path / "x"), **bad))
     assert not (tmp_path / "x").exists()

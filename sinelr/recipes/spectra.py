@@ -1,7 +1,7 @@
 """Reproduce the paper's theory figures (Figs. 1-3), check Proposition 1 (as printed and corrected) numerically,
 and measure an empirical omega_0 for Theorem 3.1.
 
-Writes PNG + CSV under out_dir (default results/theory/): fig1 spectra of a full-rank Kaiming matrix vs
+Writes PNG + CSV under output_dir (default results/theory/, replaced in one step when the run ends): fig1 spectra of a full-rank Kaiming matrix vs
 U V^T vs sin(omega U V^T); fig2 ReLU / sigmoid / sine of the same low-rank matrix; fig3 the omega
 sweep (numerical and stable rank vs omega for several k) and 128x128 heatmaps; prop1 both bounds of
 Proposition 1 beside the measured rank and stable rank over its validity range; omega0 the smallest omega at
@@ -43,7 +43,7 @@ class Config:
                                         metadata={"help": "searched omega * rms(U V^T), from .. to (log grid)"})
     omega0_per_decade: int = field(default=4, metadata={"help": "grid points per decade of the omega_0 search"})
     omega0_precision: float = field(default=0.02, metadata={"help": "relative width to which omega_0 is bisected"})
-    out_dir: str = field(default="results/theory", metadata={"help": "output folder"})
+    output_dir: str = field(default="results/theory", metadata={"help": "output folder"})
 
 
 def _check_int_list(name: str, values: List[Any], low: int, high: float = math.inf) -> None:
@@ -502,14 +502,21 @@ def _summary_omega0(c: Config, table: List[Dict], skipped: List[str], seconds: f
 def run(config: Config) -> Dict:
     """Compute every figure's data and the omega_0 table, write CSV/PNG/summary.md, return the key numbers."""
     _validate(config)
+    from sinelr.sweep import publish_folder
+
+    final: Dict = {}
+    publish_folder(Path(config.output_dir), lambda staging: final.update(_compute(config, staging)))
+    return final
+
+
+def _compute(config: Config, out: Path) -> Dict:
+    """Every output written into `out` (a staging copy of output_dir: an interrupted run changes nothing)."""
     import torch
 
     from sinelr.config import config_to_dict
     from sinelr.report import write_run_header
 
     t0 = time.perf_counter()
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     prov = write_run_header(out, config_to_dict(config))
     rtol = config.rtol or None
     gen = torch.Generator().manual_seed(config.seed)  # one stream, drawn in a fixed order: Fig. 1, Fig. 3, heatmaps
