@@ -224,6 +224,21 @@ def test_linear_layer_argument_matches_convert():
     assert [n for n, m in built.named_modules() if isinstance(m, LowRankLinear)] == converted.sinelr_converted
 
 
+
+def test_mean_pool_classifies_the_mean_of_the_patch_tokens():
+    torch.manual_seed(0)
+    cls = VisionTransformer(img_size=16, patch_size=4, num_classes=5, embed_dim=24, depth=2, num_heads=2, mlp_dim=48)
+    mean = VisionTransformer(img_size=16, patch_size=4, num_classes=5, embed_dim=24, depth=2, num_heads=2, mlp_dim=48,
+                             pool="mean")
+    mean.load_state_dict(cls.state_dict())  # same parameters: only the pooling differs
+    x = torch.randn(3, 3, 16, 16)
+    feats = cls.forward_features(x)  # (3, 1 + 16, 24): class token first
+    torch.testing.assert_close(cls(x), cls.head(feats[:, 0]))
+    torch.testing.assert_close(mean(x), cls.head(feats[:, 1:].mean(dim=1)))
+    assert not torch.allclose(mean(x), cls(x))
+    with pytest.raises(ValueError, match="'max'"):
+        VisionTransformer(img_size=16, patch_size=4, pool="max")
+
 # ------------------------------------------------------------------------------------------ recipe
 def test_exact_resume_gives_identical_parameters(tmp_path):
     from sinelr.recipes.vit_cifar100 import run, run_id

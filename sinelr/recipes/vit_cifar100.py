@@ -49,6 +49,7 @@ class Config:
     depth: int = field(default=12, metadata={"help": "number of blocks"})
     num_heads: int = field(default=6, metadata={"help": "attention heads"})
     mlp_dim: int = field(default=1536, metadata={"help": "MLP hidden width (ViT-S 1536, ViT-B 3072)"})
+    pool: str = field(default="cls", metadata={"help": "classifier input: cls (class token) | mean (mean of the patch tokens)"})
     epochs: float = field(default=200.0, metadata={"help": "training epochs (may be fractional)"})
     batch_size: int = field(default=256, metadata={"help": "global batch size (split across processes)"})
     lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate"})
@@ -100,7 +101,7 @@ def build_model(c: Config, in_chans: int, num_classes: int):
 
     model = VisionTransformer(img_size=c.image_size, patch_size=c.patch_size, in_chans=in_chans,
                               num_classes=num_classes, embed_dim=c.embed_dim, depth=c.depth,
-                              num_heads=c.num_heads, mlp_dim=c.mlp_dim)
+                              num_heads=c.num_heads, mlp_dim=c.mlp_dim, pool=c.pool)
     if c.method != "full":
         convert(model, MLP_TARGETS, c.rank, kind=c.method, omega=c.omega, init="fresh")
     return model
