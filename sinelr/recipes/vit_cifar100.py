@@ -327,7 +327,8 @@ def write_summary(outdir: Path, c: Config) -> None:
              f"- Seeds: {seeds}; machine: {'; '.join(machines)}; git sha: {', '.join(shas)}",
              f"- Images per run (train / test): {', '.join(sizes)}",
              f"- Model: ViT, patch {c.patch_size}, width {c.embed_dim}, MLP {c.mlp_dim}, {c.depth} blocks, "
-             f"{c.num_heads} heads; the two MLP layers of every block are dense (full) or rank-k low-rank / sine "
+             f"{c.num_heads} heads, classifier on the {'class token' if c.pool == 'cls' else 'mean of the patch tokens'}; "
+             "the two MLP layers of every block are dense (full) or rank-k low-rank / sine "
              f"low-rank (omega = {c.omega:g}, gain = sqrt(in)); everything else dense.",
              f"- Training: AdamW (lr {c.lr:g}, wd {c.weight_decay:g}), cosine with {c.warmup_epochs:g} warmup epochs, "
              f"label smoothing {c.label_smoothing:g}, global batch {c.batch_size}, {c.epochs:g} epochs"
