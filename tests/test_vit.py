@@ -1,6 +1,7 @@
 """ViT recipe: data readers (CIFAR-100 pickle, Fashion-MNIST IDX, image folder), augmentation, model
 shapes and conversion counts, exact resume, foreign checkpoints, bad input, and a 2-process DDP run."""
 import gzip
+import json
 import os
 import pickle
 import socket
@@ -261,6 +262,22 @@ def test_exact_resume_gives_identical_parameters(tmp_path):
     summary = (tmp_path / "b" / "results" / "tiny" / "summary.md").read_text()
     assert "61.19" in summary and (tmp_path / "b" / "results" / "tiny" / "accuracy_vs_params.png").is_file()
 
+
+
+def test_val_split_evaluates_on_held_out_training_images(tmp_path):
+    from sinelr.recipes.vit_cifar100 import run
+
+    data = write_cifar100(tmp_path / "data", n_train=80, n_test=32)
+    out = run(tiny_config(tmp_path, data, val_split=16, method="lowrank", epochs=1.0))
+    assert out["steps"] == 4  # 64 training images left, batch 16
+    rec = json.loads((tmp_path / "results" / "tiny" / "runs.jsonl").read_text().splitlines()[0])
+    assert (rec["train_images"], rec["test_images"]) == (64, 16)
+    assert rec["evaluated_on"] == "validation: 16 held-out training images"
+    row = (tmp_path / "results" / "tiny" / "summary.csv").read_text().splitlines()[1]
+    assert row.startswith("tiny,cifar100:val16,lowrank,")
+    assert "16 validation images held out of the training set" in (tmp_path / "results" / "tiny" / "summary.md").read_text()
+    with pytest.raises(ValueError, match="got 80"):
+        run(tiny_config(tmp_path / "b", data, val_split=80))
 
 def test_checkpoint_of_another_config_is_refused_and_kept(tmp_path):
     from sinelr.recipes.vit_cifar100 import run

@@ -41,6 +41,9 @@ class Config:
     image_size: int = field(default=32, metadata={"help": "input size (image folders are resized to it)"})
     train_subset: int = field(default=0, metadata={"help": "train on a fixed random subset of this many images (0: all)"})
     test_subset: int = field(default=0, metadata={"help": "evaluate on a fixed random subset (0: the whole test set)"})
+    val_split: int = field(default=0, metadata={
+        "help": "hold out this many training images (a fixed random split, the same for every seed) and evaluate "
+                "on them instead of the test set, e.g. to tune the learning rate (0: off)"})
     method: str = field(default="sine", metadata={"help": "full | lowrank | sine (the MLP layers of every block)"})
     rank: int = field(default=10, metadata={"help": "rank k of the MLP factors (ignored for full)"})
     omega: float = field(default=500.0, metadata={"help": "sine frequency (Tab. 5: best 500 at k=1 on CIFAR-100)"})
@@ -90,6 +93,8 @@ def _validate(c: Config) -> None:
                          f"{c.lr}, {c.weight_decay}, {c.warmup_epochs}, {c.label_smoothing}")
     if c.method == "sine" and not (math.isfinite(c.omega) and c.omega > 0):
         raise ValueError(f"omega must be a finite number > 0, got {c.omega}")
+    if c.val_split < 0:
+        raise ValueError(f"val_split must be >= 0, got {c.val_split}")
     if c.crop_padding < 0 or c.stop_after_steps < 0 or c.checkpoint_every < 0:
         raise ValueError("crop_padding, stop_after_steps and checkpoint_every must be >= 0")
 
@@ -146,7 +151,7 @@ def run(config: Config) -> Dict[str, Any]:
 
     from ..config import config_to_dict
     from ..convert import parameter_report
-    from ..data.images import load_image_dataset, normalize, random_crop_flip
+    from ..data.images import ImageDataset, load_image_dataset, normalize, random_crop_flip
     from ..report import ResultsTable, provenance, write_json
     from ..train import cosine_with_warmup, fingerprint, resolve_device, seed_everything, train_loop
 
@@ -163,6 +168,14 @@ def run(config: Config) -> Dict[str, Any]:
     if train.size != c.image_size:
         raise ValueError(f"{c.dataset} images are {train.size}x{train.size} but image_size is {c.image_size}; "
                          f"set image_size: {train.size}")
+    if c.val_split:  # validation images carved out of the training set replace the test set
+        if c.val_split >= len(train):
+            raise ValueError(f"val_split must be smaller than the training set ({len(train)} images), got {c.val_split}")
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(3000))
+        held, kept = perm[:c.val_split].sort().values, perm[c.val_split:].sort().values
+        test = ImageDataset(train.images[held], train.labels[held], train.classes, f"{train.name} (validation)",
+                            train.mean, train.std)
+        train = ImageDataset(train.images[kept], train.labels[kept], train.classes, train.name, train.mean, train.std)
     train = train.subset(c.train_subset, seed=1000 + c.seed)
     test = test.subset(c.test_subset, seed=2000 + c.seed)
     steps_per_epoch = len(train) // c.batch_size
@@ -237,13 +250,15 @@ def run(config: Config) -> Dict[str, Any]:
     outdir = Path(c.output_dir) / c.name
     table = ResultsTable(outdir / "summary.csv", COLUMNS, key=["config", "method", "rank", "omega", "seed"])
     sparse = c.method != "full"
-    table.add({"config": c.name, "dataset": c.dataset, "method": c.method, "rank": c.rank if sparse else "",
+    dataset = c.dataset + (f":val{c.val_split}" if c.val_split else "")  # says the top-1 is on validation images
+    table.add({"config": c.name, "dataset": dataset, "method": c.method, "rank": c.rank if sparse else "",
                "omega": c.omega if c.method == "sine" else "", "params": report.total,
                "compression": report.compression, "top1": top1, "train_loss": result.final_loss,
                "epochs": c.epochs, "seed": c.seed})
     record = {**provenance(), "run": run_id(c), "processes": world, "seconds": result.seconds,
               "resumed_from": result.resumed_from, "top1": top1, "train_loss": result.final_loss,
               "train_images": len(train), "test_images": len(test), "steps": total_steps,
+              "evaluated_on": f"validation: {len(test)} held-out training images" if c.val_split else "test set",
               "augmentation": {"random_crop_padding": c.crop_padding, "hflip": c.hflip},
               "param_digests": digests, "config": cfg}
     runs = outdir / "runs.jsonl"
@@ -311,6 +326,10 @@ def write_summary(outdir: Path, c: Config) -> None:
                   "lr_s": cell(full, "top1"), "sine": nan, "sine_s": "", "lr_loss": agg(full, "train_loss")[0],
                   "sine_loss": nan, "p_lr": PAPER_FULL_TOP1, "p_sine": nan})
     dataset = rows[0]["dataset"] if rows else c.dataset
+    val_note = ("" if ":val" not in dataset else
+                f" **Top-1 is on {dataset.split(':val')[1]} validation images held out of the training set "
+                "(`val_split`), not on the test set.**")
+    dataset = dataset.split(":val")[0]
     data_note = ("**Dataset: Fashion-MNIST** (real Zalando images, 60k/10k 28x28 grayscale, 10 classes). The paper's "
                  "numbers are CIFAR-100 (100 classes): compare orderings, not absolute values."
                  if dataset == "fashion_mnist" else f"Dataset: {dataset}.")
@@ -323,7 +342,7 @@ def write_summary(outdir: Path, c: Config) -> None:
     sizes = sorted({f"{rec.get('train_images')} / {rec.get('test_images')}" for rec in records})
     lines = [f"# ViT low-rank vs sine low-rank MLPs: {c.name}", "",
              f"Config: `{c.name}` (`configs/{c.name}.yaml` when such a file exists; the exact commands are below). "
-             f"Recipe `sinelr.recipes.vit_cifar100`. {data_note}", "",
+             f"Recipe `sinelr.recipes.vit_cifar100`. {data_note}{val_note}", "",
              f"- Seeds: {seeds}; machine: {'; '.join(machines)}; git sha: {', '.join(shas)}",
              f"- Images per run (train / test): {', '.join(sizes)}",
              f"- Model: ViT, patch {c.patch_size}, width {c.embed_dim}, MLP {c.mlp_dim}, {c.depth} blocks, "
