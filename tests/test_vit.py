@@ -226,6 +226,21 @@ def test_vit_base_has_the_standard_parameter_count():
     assert sum(p.numel() for p in model.parameters()) == 86_567_656  # ViT-B/16, 224x224, 1000 classes
 
 
+def test_mean_pool_classifies_the_mean_of_the_patch_tokens():
+    torch.manual_seed(0)
+    cls = VisionTransformer(img_size=16, patch_size=4, num_classes=5, embed_dim=24, depth=2, num_heads=2, mlp_dim=48)
+    mean = VisionTransformer(img_size=16, patch_size=4, num_classes=5, embed_dim=24, depth=2, num_heads=2, mlp_dim=48,
+                             pool="mean")
+    mean.load_state_dict(cls.state_dict())  # same parameters: only the pooling differs
+    x = torch.randn(3, 3, 16, 16)
+    feats = cls.forward_features(x)  # (3, 1 + 16, 24): class token first
+    torch.testing.assert_close(cls(x), cls.head(feats[:, 0]))
+    torch.testing.assert_close(mean(x), cls.head(feats[:, 1:].mean(dim=1)))
+    assert not torch.allclose(mean(x), cls(x))
+    with pytest.raises(ValueError, match="'max'"):
+        VisionTransformer(img_size=16, patch_size=4, pool="max")
+
+
 def test_linear_layer_argument_matches_convert():
     lin = partial(LowRankLinear, rank=3)
     built = VisionTransformer(img_size=16, patch_size=4, num_classes=5, embed_dim=24, depth=2, num_heads=2,

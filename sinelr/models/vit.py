@@ -93,13 +93,17 @@ class PatchEmbed(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """ViT classifier: patch embedding, class token, `depth` blocks, final norm, linear head."""
+    """ViT classifier: patch embedding, class token, `depth` blocks, final norm, linear head on the class
+    token (pool="cls") or on the mean of the patch tokens (pool="mean")."""
 
     def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, num_classes: int = 100,
                  embed_dim: int = 384, depth: int = 12, num_heads: int = 6, mlp_dim: int = 1536,
                  mlp_layer: Callable[..., nn.Module] = Mlp, linear_layer: Callable[..., nn.Module] = nn.Linear,
-                 drop: float = 0.0) -> None:
+                 drop: float = 0.0, pool: str = "cls") -> None:
         super().__init__()
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        self.pool = pool
         for name, value in (("img_size", img_size), ("patch_size", patch_size), ("in_chans", in_chans),
                             ("num_classes", num_classes), ("embed_dim", embed_dim), ("depth", depth),
                             ("num_heads", num_heads), ("mlp_dim", mlp_dim)):
@@ -139,7 +143,9 @@ class VisionTransformer(nn.Module):
         return self.norm(self.blocks(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x)[:, 0])
+        x = self.forward_features(x)
+        # "cls": the class token; "mean": the mean of the patch tokens (timm's global_pool="avg")
+        return self.head(x[:, 0] if self.pool == "cls" else x[:, 1:].mean(dim=1))
 
 
 def vit_small(img_size: int = 32, in_chans: int = 3, num_classes: int = 100, patch_size: int = 4,

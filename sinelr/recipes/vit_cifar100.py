@@ -58,6 +58,7 @@ class Config:
     depth: int = field(default=12, metadata={"help": "number of blocks"})
     num_heads: int = field(default=6, metadata={"help": "attention heads"})
     mlp_dim: int = field(default=1536, metadata={"help": "MLP hidden width (ViT-S 1536, ViT-B 3072)"})
+    pool: str = field(default="cls", metadata={"help": "classifier input: cls (the class token) | mean (mean of the patch tokens)"})
     epochs: float = field(default=200.0, metadata={"help": "training epochs (may be fractional)"})
     batch_size: int = field(default=256, metadata={"help": "global batch size (split across processes)"})
     lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate of methods not in method_lr"})
@@ -114,6 +115,8 @@ def _validate(c: Config) -> Dict[str, float]:
         check_omega(w)
     if c.crop_padding < 0 or c.stop_after_steps < 0 or c.checkpoint_every < 0 or c.val_split < 0:
         raise ConfigError("crop_padding, stop_after_steps, checkpoint_every and val_split must be >= 0")
+    if c.pool not in ("cls", "mean"):
+        raise ConfigError(f"pool must be 'cls' or 'mean', got {c.pool!r}")
     if c.mixed_precision not in ("no", "bf16"):
         raise ConfigError(f"mixed_precision must be 'no' or 'bf16', got {c.mixed_precision!r}")
     lrs = parse_assignments("method_lr", c.method_lr, METHODS)
@@ -137,7 +140,7 @@ def build_model(c: Config, point: Dict[str, Any], in_chans: int, num_classes: in
     factory = linear_factory(point["method"], point["rank"], omega=point["omega"] or c.omega)
     return VisionTransformer(img_size=c.image_size, patch_size=c.patch_size, in_chans=in_chans,
                              num_classes=num_classes, embed_dim=c.embed_dim, depth=c.depth, num_heads=c.num_heads,
-                             mlp_dim=c.mlp_dim, linear_layer=factory)
+                             mlp_dim=c.mlp_dim, linear_layer=factory, pool=c.pool)
 
 
 def load_data(c: Config):
@@ -353,7 +356,8 @@ def render(c: Config, lrs: Dict[str, float], rows: List[Dict[str, Any]], folder:
     lines = [f"# ViT low-rank vs sine low-rank MLPs: {c.name}", ""] + ([f"> {c.note}", ""] if c.note else [])
     lines += provenance_lines(folder) + [
         f"- dataset: {dataset}; top-1 on the **{split}** split" + (" (held out of the training images)" if "val" in split else ""),
-        f"- model: ViT, patch {c.patch_size}, width {c.embed_dim}, MLP {c.mlp_dim}, {c.depth} blocks, {c.num_heads} heads; "
+        f"- model: ViT, patch {c.patch_size}, width {c.embed_dim}, MLP {c.mlp_dim}, {c.depth} blocks, {c.num_heads} heads, "
+        f"{'class token' if c.pool == 'cls' else 'mean of the patch tokens'} into the head; "
         f"the two MLP layers of every block are dense (full) or rank-k low-rank / sine low-rank (omega {c.omega:g}, gain "
         "sqrt(in)); everything else dense",
         f"- training: AdamW (wd {c.weight_decay:g}), cosine with {c.warmup_epochs:g} warmup epochs, label smoothing "
