@@ -230,7 +230,7 @@ def _protocol_lines(c: Config, rows: List[Dict[str, Any]], lrs: Dict[str, float]
         ok = "holds" if margin >= SENSITIVITY_MARGIN else "FAILS"
         lines.append(f"- sensitivity: full minus low-rank k={ranks[0]} = {margin:+.1f} IoU points "
                      f"(needs >= {SENSITIVITY_MARGIN:g}): {ok}")
-    lines.append(f"- learning rates used: " + ", ".join(f"{m} {lrs[m]:g}" for m in METHODS))
+    lines.append("- learning rates used: " + ", ".join(f"{m} {lrs[m]:g}" for m in METHODS))
     lines.append(f"- seeds: {len(seeds)} ({', '.join(map(str, seeds))}); verdicts pair runs by seed (same data, same init stream)")
     return lines + [""]
 
