@@ -285,26 +285,15 @@ def label_grid(mesh, resolution: int, inside_test: str = "auto") -> np.ndarray:
     return inside.reshape(resolution, resolution, resolution)
 
 
-def _available_memory_bytes() -> Optional[int]:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check_grid_memory(resolution: int, what: str = "eval_resolution", bytes_per_point: int = 12) -> None:
     """Refuse a grid whose labelling (int32 crossing counts) and label + prediction arrays, about
     `bytes_per_point` per point, would exceed half of the available memory."""
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
         raise ConfigError(f"{what} must be an integer >= 2, got {resolution!r}")
     need = bytes_per_point * resolution ** 3
-    avail = _available_memory_bytes()
+    from . import available_memory_bytes
+
+    avail = available_memory_bytes()
     if avail is not None and need > avail // 2:
         raise ConfigError(
             f"{what}={resolution} needs about {need / 2**30:.1f} GiB for the {resolution}^3 grid's labels and "
