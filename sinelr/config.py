@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence, Type, TypeVar
 
 from .errors import ConfigError
 
-__all__ = ["load_config", "add_config_arguments", "config_from_args", "config_to_dict", "ConfigError", "parse_assignments"]
+__all__ = ["load_config", "add_config_arguments", "config_from_args", "config_to_dict", "ConfigError", "parse_assignments",
+           "method_learning_rates"]
 
 C = TypeVar("C")
 
@@ -178,3 +179,11 @@ def parse_assignments(name: str, items: Sequence[str], allowed: Sequence[str]) -
             raise ConfigError(f"{name}: {key} must be finite and > 0, got {value!r}")
         out[key] = number
     return out
+
+
+def method_learning_rates(items: Sequence[str], methods: Sequence[str], base: Any) -> Dict[str, float]:
+    """{method: lr}: the `method=value` items of a recipe's `method_lr`, and `base` for the other methods
+    (one number for all, or a {method: lr} mapping of defaults)."""
+    given = parse_assignments("method_lr", items, methods)
+    default = base if isinstance(base, dict) else {m: float(base) for m in methods}
+    return {m: given.get(m, default[m]) for m in methods}

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Sequence, Tuple
 
-__all__ = ["t_quantile_975", "mean_std", "PairedComparison", "paired_comparison", "by_seed", "optional_float"]
+__all__ = ["t_quantile_975", "mean_std", "PairedComparison", "paired_comparison"]
 
 # t_{0.975, df} for df = 1..30 (standard tables); beyond 30 the normal value 1.96 is within 2%.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -97,21 +97,3 @@ def paired_comparison(a: Mapping[int, float], b: Mapping[int, float], a_name: st
         verdict = "no difference shown"
     return PairedComparison(a_name, b_name, seeds, diffs, m, low, high, verdict)
 
-
-def by_seed(rows: Sequence[Mapping[str, object]], value: str, seed: str = "seed") -> Dict[int, float]:
-    """{seed: row[value]} of typed rows (one row per seed expected; a duplicate seed is an error)."""
-    out: Dict[int, float] = {}
-    for r in rows:
-        s = int(r[seed])  # type: ignore[arg-type]
-        if s in out:
-            raise ValueError(f"two rows share seed {s} for {value!r}; the selection must be one row per seed")
-        v = r[value]
-        out[s] = float(v)  # type: ignore[arg-type]
-    return out
-
-
-def optional_float(v: object) -> Optional[float]:
-    """float(v), or None for None / '' (table cells that were not measured)."""
-    if v is None or v == "":
-        return None
-    return float(v)  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Sequence
 
 from .errors import ConfigError
 from .report import ResultsConflictError, ResultsTable, provenance, write_json
@@ -201,8 +201,7 @@ class Sweep:
         return [p for p, k in zip(points, keys) if not table.has(**k)]
 
     def run_folder(self, point: Mapping[str, Any]) -> Path:
-        fp = fingerprint_of({**self.training_settings, "point": dict(point)})
-        return self.run_dir / f"{_slug(point)}-{fp}"
+        return self.run_dir / f"{_slug(point)}-{self.checkpoint_fingerprint(point)}"
 
     def checkpoint_fingerprint(self, point: Mapping[str, Any]) -> str:
         return fingerprint_of({**self.training_settings, "point": dict(point)})

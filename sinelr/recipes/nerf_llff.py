@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from sinelr.errors import ConfigError
-from sinelr.config import parse_assignments
+from sinelr.config import method_learning_rates
 from sinelr.kinds import DEFAULT_OMEGA_FROM_SCRATCH
 
 METHODS = ("full", "lowrank", "sine")
@@ -119,8 +119,7 @@ def _validate(c: Config) -> Dict[str, float]:
         if k < 1 or k > limit:
             raise ConfigError(f"rank {k} is outside [1, {limit}]: min(in, out) of the smallest converted layer "
                              f"(width {c.width}, pos_freqs {c.pos_freqs}, convert_heads {c.convert_heads})")
-    lrs = parse_assignments("method_lr", c.method_lr, METHODS)
-    return {m: lrs.get(m, float(c.lr)) for m in METHODS}
+    return method_learning_rates(c.method_lr, METHODS, c.lr)
 
 
 def grid(c: Config) -> List[Dict[str, Any]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from sinelr.errors import ConfigError
-from sinelr.config import parse_assignments
+from sinelr.config import method_learning_rates
 
 COLUMNS: Dict[str, Any] = {"mesh": str, "method": str, "rank": "int|str", "omega": float, "seed": int,
                            "params": int, "compression": float, "iou": float, "final_loss": float,
@@ -110,8 +110,7 @@ def _validate(c: Config) -> Dict[str, float]:
         raise ConfigError(f"lr and scale must be > 0, got lr={c.lr}, scale={c.scale}")
     if c.mesh_resolution < 8:
         raise ConfigError(f"mesh_resolution must be >= 8, got {c.mesh_resolution}")
-    lrs = parse_assignments("method_lr", c.method_lr, METHODS)
-    return {m: lrs.get(m, c.lr) for m in METHODS}
+    return method_learning_rates(c.method_lr, METHODS, c.lr)
 
 
 def _resolve_mesh(entry: str, data_dir: Optional[str]) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from sinelr.errors import ConfigError
-from sinelr.config import parse_assignments
+from sinelr.config import method_learning_rates
 
 # Photos that ship inside the scikit-image wheel (no download needed).
 BUILTIN_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket")
@@ -89,9 +89,7 @@ def _validate(c: Config) -> Dict[str, float]:
     if c.image not in BUILTIN_IMAGES and not Path(c.image).is_file():
         raise FileNotFoundError(
             f"image {c.image!r} is neither a built-in scikit-image photo ({', '.join(BUILTIN_IMAGES)}) nor an existing file")
-    lrs = parse_assignments("method_lr", c.method_lr, METHODS)
-    base = TUNED_LR if c.lr is None else {m: float(c.lr) for m in METHODS}
-    return {m: lrs.get(m, base[m]) for m in METHODS}
+    return method_learning_rates(c.method_lr, METHODS, TUNED_LR if c.lr is None else c.lr)
 
 
 def image_label(name: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from sinelr.errors import ConfigError
-from sinelr.config import parse_assignments
+from sinelr.config import method_learning_rates
 
 # Paper, Tab. 2: CIFAR-100, ViT-S trained from scratch, top-1 (%) of low-rank / sine low-rank MLPs.
 PAPER_TOP1 = {1: (54.50, 58.14), 5: (56.04, 59.52), 10: (56.98, 61.19), 30: (58.69, 67.15), 60: (62.07, 67.71)}
@@ -119,8 +119,7 @@ def _validate(c: Config) -> Dict[str, float]:
         raise ConfigError(f"pool must be 'cls' or 'mean', got {c.pool!r}")
     if c.mixed_precision not in ("no", "bf16"):
         raise ConfigError(f"mixed_precision must be 'no' or 'bf16', got {c.mixed_precision!r}")
-    lrs = parse_assignments("method_lr", c.method_lr, METHODS)
-    return {m: lrs.get(m, c.lr) for m in METHODS}
+    return method_learning_rates(c.method_lr, METHODS, c.lr)
 
 
 def grid(c: Config) -> List[Dict[str, Any]]:
