@@ -291,8 +291,9 @@ def provenance_lines(folder: os.PathLike) -> List[str]:
                 seen.setdefault(f"{rec.get('command')} {rec.get('git_sha')}", rec)
         runs = list(seen.values())
     now = provenance()
-    lines = [f"- rows computed by: `{r.get('command')}` (git sha {r.get('git_sha')}, {r.get('date')}, "
-             f"{r.get('machine', 'machine not recorded')})" for r in runs]
+    lines = [f"- rows computed by: `{r.get('command')}` ("
+             + (f"{len(r['points'])} rows; " if isinstance(r.get("points"), list) else "")
+             + f"git sha {r.get('git_sha')}, {r.get('date')}, {r.get('machine', 'machine not recorded')})" for r in runs]
     if not lines:
         lines = ["- rows computed by: not recorded"]
     lines.append(f"- summary rendered by: `{now['command']}` (git sha {now['git_sha']}, {now['date']})")

@@ -28,7 +28,7 @@ from sinelr.data import resolve_data_dir
 from sinelr.data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, constant_baseline, dev_rows, get_task,
                          read_schedule, task_schedule)
 from sinelr.models.encoder_classifier import METHODS, MINILM, POOLINGS, model_label, resolve_model
-from sinelr.report import git_sha, markdown_table, mean_std, paired_comparison, plot_mean_std, provenance, seeds_text, \
+from sinelr.report import markdown_table, mean_std, paired_comparison, plot_mean_std, provenance_lines, seeds_text, \
     verdict_lines
 from sinelr.sweep import Sweep, SweepSpec
 
@@ -332,25 +332,13 @@ def _learned(cells, tasks: List[str], baselines: Dict[str, float], margin: float
     return [t for t in tasks if best[t] >= max(baselines[t] + margin, bars.get(t, -math.inf))]
 
 
-def _provenance_lines(folder: Path) -> List[str]:
-    path = folder / "provenance.json"
-    log = json.loads(path.read_text()) if path.is_file() else {}
-    runs = log.get("runs") or ([log] if log else [])
-    out = [f"- command: `{r['command']}`" + (f" ({len(r['points'])} rows)" if "points" in r else
-                                              " (the last command that wrote this folder before sinelr's sweep runner)")
-           + f"; {r.get('machine', '?')}; git sha {r.get('git_sha', '?')}" for r in runs]
-    out.append(f"- rendered by: `{provenance()['command']}`; git sha {git_sha()}; the whole sweep is "
-               "`scripts/glue_sweep.sh` (see docs/glue.md)")
-    return out
-
-
 def _header_lines(config: Config, rows, folder: Path, tasks: List[str]) -> List[str]:
     label, schedules = model_label(config.model), _schedules(config)
     settings = "settings.json (the settings of every row)" if (folder / "settings.json").is_file() else \
         "sweep.json (the training setup)"
     lines = [f"# GLUE: LoRA vs sine-LoRA with {label} (paper Tab. 3)", ""]
     lines += [f"**{config.note}**", ""] if config.note else []
-    lines += _provenance_lines(folder) + [
+    lines += provenance_lines(folder) + ["- the whole sweep: `scripts/glue_sweep.sh` (see docs/glue.md)",
         f"- config: config.json and {settings} in this folder; schedule `{config.schedule}`",
         "- seeds: " + seeds_text(rows),
         f"- data: GLUE train/dev TSV files in `{_data_root(config)}` (metric per task: "
