@@ -1,12 +1,15 @@
 """Where the time of a sine layer's fwd+bwd goes: torch.profiler of dense vs SineLowRankLinear (eager / compiled).
 
-For one shape it profiles `--steps` forward+backward calls of each method (after a warm-up that also
+With --peft it profiles a sine-LoRA PEFT layer (frozen nn.Linear base + adapter, omega 200) against
+the frozen base and its 3-GEMM floor (a trainable nn.Linear) instead. For one shape it profiles `--steps` forward+backward calls of each method (after a warm-up that also
 compiles the fused chain) and reports self CPU time per op, grouped into large GEMMs, thin GEMMs,
 elementwise passes, the fused (compiled) chain and the rest, plus the top ops. The load check of
 the other benchmarks applies (refusal on a busy machine unless --allow-busy; the report is then
 marked BUSY).
 
     OMP_NUM_THREADS=1 python benchmarks/profile_sine.py --out results/bench/profile_cpu_2048.md
+    OMP_NUM_THREADS=2 python benchmarks/profile_sine.py --peft --fin 4096 --fout 4096 --tokens 1024 \
+        --out results/bench/profile_peft_cpu_4096.md     # sine-LoRA layer vs frozen base and 3-GEMM floor
     python benchmarks/profile_sine.py --fin 512 --fout 512 --tokens 512 --allow-busy   # seconds
 """
 from __future__ import annotations
@@ -70,33 +73,63 @@ def profile_method(module: nn.Module, x: torch.Tensor, gy: torch.Tensor, mode: O
             "top": [(e.key, e.count // steps, e.self_cpu_time_total / 1e3 / steps) for e in top]}
 
 
+def _sine_lora(fin: int, fout: int, rank: int, omega: float) -> nn.Module:
+    """A one-layer PEFT model with a sine-LoRA adapter whose B is non-zero, as after some training."""
+    from peft import get_peft_model
+
+    from sinelr.peft import SineLoraConfig
+
+    base = nn.Sequential(nn.Linear(fin, fout))
+    model = get_peft_model(base, SineLoraConfig(r=rank, lora_alpha=2 * rank, omega=omega, target_modules=["0"]))
+    with torch.no_grad():
+        for name, q in model.named_parameters():
+            if "lora_B" in name:
+                q.copy_(torch.randn_like(q) * 0.01)
+    return model
+
+
+def _methods(args) -> Dict[str, tuple]:
+    if not args.peft:
+        return {
+            "dense nn.Linear": (nn.Linear(args.fin, args.fout), None),
+            "sine, eager chain": (SineLowRankLinear(args.fin, args.fout, args.rank, omega=args.omega), "0"),
+            "sine, compiled chain": (SineLowRankLinear(args.fin, args.fout, args.rank, omega=args.omega), "1"),
+        }
+    return {
+        "frozen base nn.Linear": (nn.Linear(args.fin, args.fout).requires_grad_(False), None),
+        "3-GEMM floor (trainable nn.Linear)": (nn.Linear(args.fin, args.fout), None),
+        "sine-LoRA, eager chain": (_sine_lora(args.fin, args.fout, args.rank, args.omega), "0"),
+        "sine-LoRA, compiled chain": (_sine_lora(args.fin, args.fout, args.rank, args.omega), "1"),
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--fin", type=int, default=2048)
     p.add_argument("--fout", type=int, default=2048)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--tokens", type=int, default=1024)
-    p.add_argument("--omega", type=float, default=100.0)
+    p.add_argument("--omega", type=float, default=None, help="default 100 (layer), 200 with --peft")
+    p.add_argument("--peft", action="store_true", help="profile the sine-LoRA PEFT layer against its floor")
     p.add_argument("--steps", type=int, default=5, help="profiled fwd+bwd calls per method")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--allow-busy", action="store_true")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.omega is None:
+        args.omega = 200.0 if args.peft else 100.0
     load = start_load_check(args)
     torch.manual_seed(0)
     x = torch.randn(args.tokens, args.fin, requires_grad=True)
     gy = torch.randn(args.tokens, args.fout)
-    methods = {
-        "dense nn.Linear": (nn.Linear(args.fin, args.fout), None),
-        "sine, eager chain": (SineLowRankLinear(args.fin, args.fout, args.rank, omega=args.omega), "0"),
-        "sine, compiled chain": (SineLowRankLinear(args.fin, args.fout, args.rank, omega=args.omega), "1"),
-    }
+    methods = _methods(args)
     with profile(activities=[ProfilerActivity.CPU]):  # the profiler's own start-up, outside the measurements
         torch.randn(8, 8) @ torch.randn(8, 8)
     results = {name: profile_method(mod, x, gy, mode, args.steps, args.warmup) for name, (mod, mode) in methods.items()}
     load.finish()
     lines = provenance(
-        f"Profile: fwd+bwd of a {args.fout}x{args.fin} layer (rank {args.rank}, {args.tokens} tokens)",
+        f"Profile: fwd+bwd of a {args.fout}x{args.fin} {'sine-LoRA ' if args.peft else ''}layer "
+        f"(rank {args.rank}, omega {args.omega:g}, {args.tokens} tokens)",
         "benchmarks/profile_sine.py", "cpu",
         [f"- torch.profiler (CPU), {args.steps} profiled calls per method after {args.warmup} warm-up; self CPU time "
          "per call; methods profiled one after the other (not interleaved: compare shares, not absolute times)",

@@ -112,8 +112,9 @@ def _file_error_message(exc: OSError) -> str:
     return f"{what}: {target}"
 
 
-def _paper_scale_check(name: str, config: Any, args: argparse.Namespace) -> bool:
-    """Print what a paper-scale default run will do; on CPU without --yes, refuse it. True = go on."""
+def _paper_scale_check(name: str, module, config: Any, args: argparse.Namespace) -> bool:
+    """Print what a paper-scale default run will do, with the time per model estimated from a few timed
+    steps (the recipe's `estimate`); on CPU without --yes, refuse it. True = go on."""
     if name not in PAPER_SCALE or getattr(args, "config", None):
         return True
     key, threshold, what, cpu_config = PAPER_SCALE[name]
@@ -127,6 +128,9 @@ def _paper_scale_check(name: str, config: Any, args: argparse.Namespace) -> bool
         device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"sinelr {name}: no --config given: this is the paper-scale run ({amount:g} {what}, device {device}).",
           file=sys.stderr)
+    if hasattr(module, "estimate"):
+        print(f"sinelr {name}: timing a few training steps ...", file=sys.stderr, flush=True)
+        print(f"sinelr {name}: {module.estimate(config).line()}", file=sys.stderr)
     if device == "cpu" and not args.yes:
         print(f"sinelr {name}: that takes days on a CPU. Use the CPU-sized config: sinelr {name} --config {cpu_config} "
               f"(or lower --{key.replace('_', '-')}), or pass --yes to start it anyway.", file=sys.stderr)
@@ -171,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if isinstance(exc, SinelrError):
                     raise
                 raise ConfigError(str(exc)) from exc
-        if not _paper_scale_check(name, config, args):
+        if not _paper_scale_check(name, module, config, args):
             return 2
         module.run(config)
     except (SinelrError, *FILE_ERRORS) as exc:

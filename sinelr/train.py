@@ -257,3 +257,68 @@ def train_loop(
     final = sum(window) / len(window) if window else float(meta.get("final_loss", float("nan")))
     return TrainResult(steps=total_steps, final_loss=final, seconds=time.perf_counter() - t0, losses=losses,
                        resumed_from=start)
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.4 h' or '2.1 days'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+@dataclass
+class RunEstimate:
+    """What a run will cost, from a few timed training steps: `models` x `steps_per_model` x `seconds_per_step`.
+
+    `scale` is the factor from the timed step to a real one (e.g. a step timed on 1/8 of the batch counts 8x);
+    `how` says what was timed, for the printed line."""
+
+    models: int
+    steps_per_model: int
+    seconds_per_step: float
+    device: str
+    how: str
+
+    @property
+    def seconds_per_model(self) -> float:
+        return self.steps_per_model * self.seconds_per_step
+
+    def line(self) -> str:
+        return (f"estimated {format_duration(self.seconds_per_model)} per model on {self.device} "
+                f"({self.steps_per_model:,} steps x {self.seconds_per_step:.3g} s per step, {self.how}); "
+                f"{self.models} model(s): {format_duration(self.models * self.seconds_per_model)} in all")
+
+
+def time_steps(step: Callable[[], None], steps: int = 2, warmup: int = 1) -> float:
+    """Seconds per call of `step` (a whole training step), the median of `steps` calls after `warmup`."""
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def extrapolate_step_seconds(make_step: Callable[[int], Callable[[], None]], target: int, small: int,
+                             large: int, steps: int = 2) -> float:
+    """Seconds per training step at batch `target`, from steps timed at two smaller batches.
+
+    `make_step(b)` returns one training step at batch b. The time is fitted as a line in the batch
+    (a fixed part, e.g. building sine weights, plus a part per example) through the batches `small`
+    and `large`; at or below `large` the target batch is timed directly."""
+    if not 0 < small < large:
+        raise ValueError(f"need 0 < small < large, got small={small}, large={large}")
+    if target <= large:
+        return time_steps(make_step(target), steps)
+    t_small = time_steps(make_step(small), steps)
+    t_large = time_steps(make_step(large), steps)
+    per_example = max(0.0, (t_large - t_small) / (large - small))
+    return t_large + per_example * (target - large)

@@ -4,6 +4,7 @@ Each test names the case of the issue it covers; every message asserted here nam
 """
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -408,7 +409,15 @@ def test_paper_scale_default_on_cpu_asks_for_yes(command, cpu_config, monkeypatc
     assert main([command, "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "paper-scale run" in err and "device cpu" in err and cpu_config in err and "--yes" in err
+    # the time per model, from a few timed steps of the paper-scale model: steps x seconds per step
+    est = re.search(r"estimated .* per model on cpu \(([\d,]+) steps x ([\d.e+-]+) s per step", err)
+    assert est, err
+    paper_steps = 200_000 if command == "nerf" else round(200 * (50_000 // 256))
+    assert int(est.group(1).replace(",", "")) == paper_steps and float(est.group(2)) > 0
     assert calls == []
+    from sinelr.train import RunEstimate
+
+    monkeypatch.setattr(module, "estimate", lambda config: RunEstimate(1, 1, 1.0, "cpu", "timed"))  # timed above
     assert main([command, "--device", "cpu", "--yes"]) == 0 and len(calls) == 1
     capsys.readouterr()
     small = ["--steps", "100"] if command == "nerf" else ["--epochs", "1"]

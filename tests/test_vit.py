@@ -296,7 +296,7 @@ def test_val_split_reports_on_held_out_training_images_and_seeds_pair(tmp_path):
 def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     from sinelr.cli import main
 
-    base = ["vit", "--dataset", "fashion_mnist", "--device", "cpu", "--image-size", "28", "--yes",  # 200 epochs: asks
+    base = ["vit", "--dataset", "fashion_mnist", "--device", "cpu", "--image-size", "28", "--epochs", "1",
             "--output-dir", str(tmp_path / "r"), "--run-dir", str(tmp_path / "c")]
     assert main(base + ["--data-dir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
@@ -305,7 +305,7 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     assert "methods must be a non-empty subset" in capsys.readouterr().err
     data = write_cifar100(tmp_path / "d")
     assert main(["vit", "--dataset", "cifar100", "--data-dir", str(data), "--image-size", "28", "--device", "cpu",
-                 "--yes", "--output-dir", str(tmp_path / "r"), "--run-dir", str(tmp_path / "c")]) == 2
+                 "--epochs", "1", "--output-dir", str(tmp_path / "r"), "--run-dir", str(tmp_path / "c")]) == 2
     assert "image_size: 32" in capsys.readouterr().err
     assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
 

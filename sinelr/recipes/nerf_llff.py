@@ -160,6 +160,36 @@ def build_model(c: Config, point: Dict[str, Any]):
                         convert_heads=c.convert_heads)
 
 
+def estimate(c: Config, steps: int = 2):
+    """What the run will cost (a RunEstimate), from training steps of the first point's model timed on
+    random NDC rays (the scene is not read) at 32 and 64 rays, extrapolated linearly to batch_rays."""
+    import torch
+
+    from sinelr.models.nerf import render_rays
+    from sinelr.train import RunEstimate, extrapolate_step_seconds, resolve_device
+
+    points, device = grid(c), resolve_device(c.device)
+    model = build_model(c, points[0]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=c.lr)
+
+    def make_step(n: int):
+        g = torch.Generator().manual_seed(0)
+        ro = torch.cat([torch.rand(n, 2, generator=g) * 2 - 1, -torch.ones(n, 1)], -1).to(device)
+        rd = torch.cat([torch.rand(n, 2, generator=g) - 0.5, torch.full((n, 1), 2.0)], -1).to(device)
+        rv, target = rd / rd.norm(dim=-1, keepdim=True), torch.rand(n, 3, generator=g).to(device)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            out = render_rays(model, ro, rd, rv, perturb=True, noise_std=c.noise_std)
+            sum(((out[k] - target) ** 2).mean() for k in ("rgb_coarse", "rgb_fine") if k in out).backward()
+            optimizer.step()
+        return step
+
+    per_step = extrapolate_step_seconds(make_step, c.batch_rays, 32, 64, steps)
+    how = f"{points[0]['method']} model timed on 32 and 64 random rays, extrapolated to {c.batch_rays} rays"
+    return RunEstimate(len(points), c.steps, per_step, device.type, how)
+
+
 def run_one(c: Config, lrs: Dict[str, float], scene, device, point: Dict[str, Any], folder: Path,
             fingerprint: str) -> Dict[str, Any]:
     """Train and evaluate one point; its first test views are saved as PNG in the run folder."""

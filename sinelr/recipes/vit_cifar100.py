@@ -142,6 +142,42 @@ def build_model(c: Config, point: Dict[str, Any], in_chans: int, num_classes: in
                              mlp_dim=c.mlp_dim, linear_layer=factory, pool=c.pool)
 
 
+# (channels, classes, training images) of the datasets whose shape is known without reading them
+DATASET_SHAPES = {"cifar100": (3, 100, 50_000), "fashion_mnist": (1, 10, 60_000)}
+
+
+def estimate(c: Config, steps: int = 2):
+    """What the run will cost (a RunEstimate), from training steps of the first point's model timed on
+    random images of the config's shape (the data is not read) at batches 4 and 8, extrapolated
+    linearly to batch_size."""
+    import torch
+    import torch.nn.functional as F
+
+    from sinelr.train import RunEstimate, extrapolate_step_seconds, resolve_device
+
+    known = c.dataset in DATASET_SHAPES
+    channels, classes, n_train = DATASET_SHAPES.get(c.dataset, DATASET_SHAPES["cifar100"])
+    n_train = max(1, min(n_train - c.val_split, c.train_subset or n_train))
+    points, device = grid(c), resolve_device(c.device)
+    model = build_model(c, points[0], channels, classes).to(device)
+    optimizer = _optimizer(model, c.lr, c.weight_decay)
+
+    def make_step(b: int):
+        x = torch.randn(b, channels, c.image_size, c.image_size, device=device)
+        y = torch.randint(0, classes, (b,), device=device)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return step
+
+    per_step = extrapolate_step_seconds(make_step, c.batch_size, 4, 8, steps)
+    how = (f"{points[0]['method']} model timed on random {c.image_size}x{c.image_size} images at batches 4 and 8, "
+           f"extrapolated to {c.batch_size}; {n_train:,} training images" + ("" if known else " assumed"))
+    return RunEstimate(len(points), max(1, round(c.epochs * (n_train // c.batch_size or 1))), per_step, device.type, how)
+
+
 def load_data(c: Config):
     """(train, eval set, eval split name): the eval set is the test set, or the held-out val_split images."""
     from sinelr.data.images import load_image_dataset
