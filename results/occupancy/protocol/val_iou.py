@@ -5,6 +5,8 @@ config.json, loads its final checkpoint from the run's --run-dir, and scores it 
 points, never the training points and never the 128^3 test grid). Writes val_iou.csv and val_iou.md here.
 
     OMP_NUM_THREADS=1 python results/occupancy/protocol/val_iou.py
+    OMP_NUM_THREADS=1 python results/occupancy/protocol/val_iou.py lr_k20_x1 lr_k20_x3   # only these folders;
+        # the rows of the other folders are kept from val_iou.csv (their checkpoints may be gone)
 """
 from __future__ import annotations
 
@@ -28,31 +30,42 @@ HERE = Path(__file__).resolve().parent
 
 
 def _val_set(config: dict, mesh_path: str, cache: Path):
+    seed = config["seed"] if "seed" in config else config["seeds"][0]  # the protocol runs use one seed
     key = (f"val_{Path(mesh_path).stem}_u{config['n_uniform']}_s{config['n_surface']}_"
-           f"sig{'-'.join(f'{s:g}' for s in config['surface_sigma'])}_seed{config['seed']}_m{config['margin']:g}.npz")
+           f"sig{'-'.join(f'{s:g}' for s in config['surface_sigma'])}_seed{seed}_m{config['margin']:g}.npz")
     f = cache / key
     if f.is_file():
         with np.load(f) as z:
             return z["points"], z["labels"]
     mesh = normalize_mesh(load_mesh(mesh_path), config["margin"])
     pts, labels = sample_validation_points(mesh, config["n_uniform"], config["n_surface"], config["surface_sigma"],
-                                           config["seed"])
+                                           seed)
     cache.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(f, points=pts, labels=labels)
     return pts, labels
 
 
-def main() -> None:
+def main(only=()) -> None:
     torch.set_num_threads(1)
     rows = []
+    if only:  # keep the rows of the other folders as they are in val_iou.csv
+        with (HERE / "val_iou.csv").open() as fh:
+            rows = [{k: (float(v) if k in ("val_iou", "val_bce", "test_iou") else v) for k, v in r.items()}
+                    for r in csv.DictReader(fh) if r["run"] not in only]
     for cfg_file in sorted(HERE.glob("*/*/config.json")):
         outdir = cfg_file.parent
+        if only and outdir.parent.name not in only:
+            continue
         if not (outdir / "summary.csv").is_file():  # a run still labelling or training its first model
             continue
         config = json.loads(cfg_file.read_text())
         config = config.get("config", config)
         header = json.loads((outdir / "provenance.json").read_text()) if (outdir / "provenance.json").is_file() else {}
         mesh_path = header.get("mesh_path") or json.loads(cfg_file.read_text()).get("mesh_path")
+        if mesh_path is None:  # runs of the sweep runner: the mesh is looked up as the recipe does
+            from sinelr.data import resolve_data_dir
+
+            mesh_path = str(resolve_data_dir(config.get("data_dir"), "meshes", "meshes") / config["mesh"][0])
         pts, labels = _val_set(config, mesh_path, ROOT / "runs" / "cache" / "occupancy")
         x, y = torch.from_numpy(pts), torch.from_numpy(labels.astype(bool))
         with (outdir / "summary.csv").open() as fh:
@@ -65,6 +78,13 @@ def main() -> None:
                                  linear_layer=hidden_linear_factory(kind, rank, omega=omega, gain=config["gain"]))
             ckpt = (ROOT / config["run_dir"] / r["mesh"] /
                     f"{r['method']}_k{r['rank']}_w{r['omega'] or 'na'}_seed{r['seed']}" / "model.safetensors")
+            if not ckpt.is_file():  # the sweep runner's layout: <run_dir>/<mesh>/<slug>-<fingerprint>/model/
+                omega_part = f"-omega{float(r['omega'])}" if r["omega"] else ""
+                slug = f"mesh{r['mesh']}-method{r['method']}-rank{r['rank']}{omega_part}-seed{r['seed']}-"
+                found = sorted((ROOT / config["run_dir"] / r["mesh"]).glob(slug + "*/model/model.safetensors"))
+                if len(found) != 1:
+                    raise FileNotFoundError(f"{len(found)} run folders match {slug}* under {config['run_dir']}")
+                ckpt = found[0]
             from safetensors.torch import load_model
 
             load_model(model, str(ckpt))
@@ -76,6 +96,7 @@ def main() -> None:
                          "omega": r["omega"], "lr": f"{config['lr']:g}", "steps": config["steps"],
                          "val_iou": 100 * iou(logits > 0, y), "val_bce": bce, "test_iou": 100 * float(r["iou"])})
             print(rows[-1], flush=True)
+    rows.sort(key=lambda r: r["run"])
     cols = ["run", "method", "rank", "omega", "lr", "steps", "val_iou", "val_bce", "test_iou"]
     with (HERE / "val_iou.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, cols)
@@ -94,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(tuple(sys.argv[1:]))
