@@ -134,7 +134,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, positional:
     """--config plus one --key option per dataclass field (help from the field's metadata).
 
     The field named `positional` becomes a positional argument (any number of values) instead of an
-    option. Booleans read `--key true|false`; the default is shown unless the help text already says it.
+    option. Booleans read `--key` (true) or `--key true|false`; the default is shown unless the help text already says it.
     """
     parser.add_argument("--config", type=str, default=None, help="YAML file with config values")
     for f in dataclasses.fields(cls):
@@ -149,10 +149,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, positional:
         if f.name == positional:
             parser.add_argument(f.name, nargs="*", default=None, help=helptext or f.name)
             continue
-        metavar = "{true,false}" if tp is bool else f.name.upper()
+        if tp is bool:  # `--key` alone means true; `--key true|false` also works
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, nargs="?",
+                                const="true", metavar="{true,false}", help=helptext)
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, default=None,
-            nargs="+" if is_list else None, metavar=metavar, help=helptext,
+            nargs="+" if is_list else None, metavar=f.name.upper(), help=helptext,
         )
 
 

@@ -428,7 +428,7 @@ def test_help_shows_true_false_flags_one_default_and_example_lines(capsys):
     with pytest.raises(SystemExit):
         main(["bdrate", "--help"])
     out = capsys.readouterr().out
-    assert "--plot {true,false}" in out and "(default: true)" in out
+    assert "--plot [{true,false}]" in out and "(default: true)" in out
     assert "--paths" not in out and "paths" in out
     with pytest.raises(SystemExit):
         main(["glue", "--help"])
@@ -438,6 +438,21 @@ def test_help_shows_true_false_flags_one_default_and_example_lines(capsys):
         main(["nerf", "--help"])
     out = capsys.readouterr().out
     assert "\n  sinelr nerf --scene fern --methods sine --ranks 5 --steps 500 --output-dir runs/nerf/try\n" in out
+
+
+def test_boolean_option_alone_means_true_and_takes_true_false():
+    import argparse
+
+    from sinelr.config import add_config_arguments, config_from_args
+
+    Config = load_recipe("quickstart").Config
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Config)
+    assert config_from_args(Config, parser.parse_args(["--render-only"])).render_only is True
+    assert config_from_args(Config, parser.parse_args(["--render-only", "false", "--size", "32"])).render_only is False
+    assert config_from_args(Config, parser.parse_args([])).render_only is False
+    with pytest.raises(ConfigError, match="render_only"):
+        config_from_args(Config, parser.parse_args(["--render-only", "maybe"]))
 
 
 def test_no_command_exits_2(capsys):
