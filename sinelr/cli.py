@@ -51,8 +51,8 @@ FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirect
 # Commands whose defaults are the paper's GPU-scale runs: (config field, value from which a run counts as
 # paper-scale, what it counts, the CPU-sized config to use instead).
 PAPER_SCALE = {
-    "nerf": ("steps", 20_000, "optimisation steps per model", "configs/nerf_cpu.yaml"),
-    "vit": ("epochs", 20, "epochs", "configs/vit_fashion_mnist_cpu.yaml"),
+    "nerf": ("steps", 20_000, "optimisation steps per model", "configs/nerf_cpu_v2.yaml"),
+    "vit": ("epochs", 20, "epochs", "configs/vit_fashion_mnist_cpu_v2.yaml"),
 }
 
 

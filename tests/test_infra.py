@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional
 
 import pytest
@@ -229,3 +230,20 @@ def test_cli_reports_a_diverging_run_in_one_line(monkeypatch, capsys):
     assert cli.main(["quickstart", "--steps", "2"]) == 2
     err = capsys.readouterr().err
     assert "non-finite loss" in err and "step 0" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
+                                        if not p.name.startswith("glue_")), ids=lambda p: p.name)
+def test_every_recipe_config_loads_and_validates(path):
+    """Each config names its command (`sinelr <name>`); it loads into that recipe's Config and passes
+    the recipe's checks (GLUE's files are per-task schedules, read and tested in test_glue.py)."""
+    import re
+
+    from sinelr.cli import load_recipe
+    from sinelr.config import load_config
+
+    match = re.search(r"sinelr (nerf|vit|occupancy|quickstart|spectra)\b", path.read_text())
+    assert match, f"{path.name} does not name its command"
+    module = load_recipe(match.group(1))
+    config = load_config(module.Config, path)
+    module._validate(config)
