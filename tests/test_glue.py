@@ -22,7 +22,9 @@ from sinelr.data.glue import (
     glue_metrics,
     read_mrpc_canonical_train,
     read_schedule,
+    length_buckets,
     read_split,
+    split_train,
     task_schedule,
 )
 from sinelr.report import ResultsTable
@@ -310,6 +312,74 @@ def test_tasks_all_takes_every_task_folder_and_a_new_seed_runs_alone(tmp_path, t
         ("cola", "0"), ("cola", "1"), ("rte", "0"), ("rte", "1")]
 
 
+def test_validation_split_is_fixed_disjoint_and_replaces_dev(tmp_path):
+    rows = list(range(200))
+    train, val = split_train(rows, 0.1)
+    assert len(val) == 20 and sorted(train + val) == rows and not set(train) & set(val)
+    assert split_train(rows, 0.1) == (train, val)  # the same draw every time
+    assert split_train(rows, 0.0) == (rows, [])
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="val_fraction"):
+            split_train(rows, bad)
+    with pytest.raises(ValueError, match="leaves no validation"):
+        split_train(rows[:3], 0.1)
+    _synthetic_glue_data(tmp_path / "glue")
+    (tmp_path / "glue" / "RTE" / "dev.tsv").unlink()  # with val_fraction the dev split is never read
+    val_rows = dev_rows(get_task("rte"), tmp_path, 0, val_fraction=0.25)
+    all_train = read_split("rte", "train", tmp_path)
+    assert len(val_rows) == 6 and all(r in all_train for r in val_rows)
+
+
+def test_length_buckets_see_every_row_once_in_batches_of_similar_length():
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.randint(4, 128) for _ in range(1000)]
+    perm = list(range(1000))
+    rng.shuffle(perm)
+    batches = length_buckets(perm, lengths, 16, seed=3)
+    flat = [i for b in batches for i in b]
+    assert len(batches) == 62 and all(len(b) == 16 for b in batches)
+    assert len(set(flat)) == len(flat) == 992 and set(flat) <= set(perm)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 10  # random batches of 16 from 4..128 spread ~100
+    assert length_buckets(perm, lengths, 16, seed=3) == batches and length_buckets(perm, lengths, 16, seed=4) != batches
+
+
+def test_schedule_lr_and_method_lr_set_the_learning_rate(tmp_path):
+    from sinelr.cli import load_recipe
+
+    glue = load_recipe("glue")
+    (tmp_path / "s.yaml").write_text("rte: {max_train: 0, epochs: 1, max_seq_len: 64, dev_max: 0, lr: 0.0005}\n"
+                                     "cola: {max_train: 0, epochs: 1, max_seq_len: 64, dev_max: 0}\n")
+    sched = read_schedule(tmp_path / "s.yaml")
+    cfg = glue.Config(lr=0.003, method_lr=["sine-lora=0.001"])
+    assert glue.learning_rate(cfg, sched["rte"], "lora") == 0.0005  # the task's lr
+    assert glue.learning_rate(cfg, sched["cola"], "lora") == 0.003  # the config's lr
+    assert glue.learning_rate(cfg, sched["rte"], "sine-lora") == 0.001  # method_lr wins
+    (tmp_path / "bad.yaml").write_text("rte: {max_train: 0, epochs: 1, max_seq_len: 64, dev_max: 0, lr: -1}\n")
+    with pytest.raises(ValueError, match="lr of task 'rte' must be a finite number > 0, got -1"):
+        task_schedule(read_schedule(tmp_path / "bad.yaml"), "rte")
+    (tmp_path / "bad2.yaml").write_text("rte: {max_train: 0, epochs: 1, max_seq_len: 64, dev_max: 0, lrr: 1}\n")
+    with pytest.raises(ValueError, match="optionally"):
+        read_schedule(tmp_path / "bad2.yaml")
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
+def test_a_tuning_run_evaluates_on_held_out_training_rows_with_bucketed_batches(tmp_path, tiny_model):
+    _synthetic_glue_data(tmp_path / "glue")
+    (tmp_path / "glue" / "RTE" / "dev.tsv").unlink()
+    argv = ["--tasks", "rte", "--methods", "lora", "--ranks", "1", "--seeds", "0", "--batch-size", "4",
+            "--max-seq-len", "16", "--val-fraction", "0.25", "--bucket", "--method-lr", "lora=0.01",
+            "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--run-dir", str(tmp_path / "runs")]
+    assert _cli(argv) == 0
+    (row,) = _rows(tmp_path / "out")
+    assert row["steps"] == "4"  # 18 training rows (24 - 6 held out) in batches of 4
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "evaluated on validation rows, not dev" in summary and "length-bucketed batches" in summary
+    assert "lr 0.01" in summary
+
+
 class _Stop(Exception):
     pass
 
@@ -317,7 +387,8 @@ class _Stop(Exception):
 @pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
 @pytest.mark.parametrize("flag, value", [("weight-decay", "0.1"), ("warmup-ratio", "0.2"), ("grad-clip", "0.5"),
                                          ("mixed-precision", "bf16"), ("lr", "0.01"), ("lora-dropout", "0.1"),
-                                         ("batch-size", "4"), ("max-train", "12"), ("schedule", "quick-mean")])
+                                         ("batch-size", "4"), ("max-train", "12"), ("schedule", "quick-mean"),
+                                         ("method-lr", "lora=0.01"), ("val-fraction", "0.25"), ("bucket", "true")])
 def test_every_training_key_gets_a_new_run_folder_and_is_refused_in_the_old_output(
         tmp_path, tiny_model, monkeypatch, flag, value):
     from sinelr.models import encoder_classifier

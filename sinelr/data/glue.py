@@ -8,6 +8,7 @@ the task's kind; anything else raises `GlueFormatError` naming the file and the 
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,8 +271,10 @@ RESULT_COLUMNS = {"model": str, "task": str, "method": str, "rank": int, "omega"
                   "metric2_name": str, "metric2": float, "steps": int, "final_loss": float}
 RESULT_KEY = ["model", "task", "method", "rank", "omega", "seed"]
 
-# Per-task schedule values: training rows (0 = all), epochs, truncation length, dev rows (0 = all).
+# Per-task schedule values: training rows (0 = all), epochs, truncation length, dev rows (0 = all);
+# optionally the task's learning rate (`lr`, used where no per-method rate is given).
 SCHEDULE_KEYS = ("max_train", "epochs", "max_seq_len", "dev_max")
+OPTIONAL_SCHEDULE_KEYS = ("lr",)
 
 
 def fixed_subset(rows: Sequence, n: int, seed: int) -> list:
@@ -284,7 +287,8 @@ def fixed_subset(rows: Sequence, n: int, seed: int) -> list:
 
 
 def read_schedule(path: os.PathLike) -> Dict[str, Dict[str, float]]:
-    """A schedule file: a YAML mapping task -> {max_train, epochs, max_seq_len, dev_max}, every key given."""
+    """A schedule file: a YAML mapping task -> {max_train, epochs, max_seq_len, dev_max} (every key given,
+    plus an optional lr)."""
     import yaml
 
     path = Path(path)
@@ -294,9 +298,10 @@ def read_schedule(path: os.PathLike) -> Dict[str, Dict[str, float]]:
     out = {}
     for task, values in data.items():
         name = get_task(task).name
-        if not isinstance(values, dict) or set(values) != set(SCHEDULE_KEYS):
-            raise ValueError(f"schedule file {path}: task {task!r} must set exactly {list(SCHEDULE_KEYS)}, "
-                             f"got {values!r}")
+        if (not isinstance(values, dict) or not set(SCHEDULE_KEYS) <= set(values)
+                or not set(values) <= set(SCHEDULE_KEYS) | set(OPTIONAL_SCHEDULE_KEYS)):
+            raise ValueError(f"schedule file {path}: task {task!r} must set exactly {list(SCHEDULE_KEYS)} "
+                             f"(and optionally {list(OPTIONAL_SCHEDULE_KEYS)}), got {values!r}")
         out[name] = dict(values)
     return out
 
@@ -315,11 +320,14 @@ def task_schedule(schedules: Dict[str, Dict[str, float]], task: str, **overrides
             raise ValueError(f"{key} must be >= 0 (0 = all rows), got {sched[key]}")
     if sched["max_seq_len"] < 8:
         raise ValueError(f"max_seq_len must be >= 8, got {sched['max_seq_len']}")
+    if "lr" in sched and (isinstance(sched["lr"], bool) or not isinstance(sched["lr"], (int, float))
+                          or not math.isfinite(sched["lr"]) or sched["lr"] <= 0):
+        raise ValueError(f"lr of task {name!r} must be a finite number > 0, got {sched['lr']!r}")
     return sched
 
 
 # The subsets are fixed: the same rows for every method and seed (and for the dev-set baseline).
-_TRAIN_SUBSET_SEED, _DEV_SUBSET_SEED = 1234, 4321
+_TRAIN_SUBSET_SEED, _DEV_SUBSET_SEED, _VAL_SPLIT_SEED = 1234, 4321, 5678
 
 
 @dataclass
@@ -334,17 +342,39 @@ class TaskData:
     schedule: Dict[str, float]
 
 
-def dev_rows(spec: GlueTask, data_dir: Optional[os.PathLike], dev_max: int) -> List[GlueExample]:
-    """The dev rows a fine-tune is evaluated on (a fixed subset when dev_max > 0)."""
-    return fixed_subset(read_split(spec, "dev", data_dir), int(dev_max), _DEV_SUBSET_SEED)
+def split_train(rows: Sequence[GlueExample], val_fraction: float) -> tuple:
+    """(training rows, held-out validation rows): a fixed random `val_fraction` of a training file, the
+    same draw for every method, seed and schedule (rows keep their file order)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    n_val = int(round(val_fraction * len(rows)))
+    if val_fraction and not 0 < n_val < len(rows):
+        raise ValueError(f"val_fraction {val_fraction:g} of {len(rows)} training rows leaves no validation or "
+                         "no training rows")
+    held = set(fixed_subset(range(len(rows)), n_val, _VAL_SPLIT_SEED)) if n_val else set()
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def dev_rows(spec: GlueTask, data_dir: Optional[os.PathLike], dev_max: int,
+             val_fraction: float = 0.0) -> List[GlueExample]:
+    """The rows a fine-tune is evaluated on (a fixed subset when dev_max > 0): the dev split, or with
+    val_fraction > 0 the validation rows held out of the training split (for tuning; the dev split,
+    our test set, is then never read)."""
+    if val_fraction:
+        rows = split_train(read_split(spec, "train", data_dir), val_fraction)[1]
+    else:
+        rows = read_split(spec, "dev", data_dir)
+    return fixed_subset(rows, int(dev_max), _DEV_SUBSET_SEED)
 
 
 def load_task_data(task: Union[str, GlueTask], tokenizer, data_dir: Optional[os.PathLike],
-                   schedule: Dict[str, float]) -> TaskData:
-    """Read, subset (fixed subsets) and tokenize one task's training and dev rows."""
+                   schedule: Dict[str, float], val_fraction: float = 0.0) -> TaskData:
+    """Read, subset (fixed subsets) and tokenize one task's training and evaluation rows (dev, or the
+    held-out validation rows when val_fraction > 0; training then uses the rest)."""
     spec = task if isinstance(task, GlueTask) else get_task(task)
-    train = fixed_subset(read_split(spec, "train", data_dir), int(schedule["max_train"]), _TRAIN_SUBSET_SEED)
-    dev = dev_rows(spec, data_dir, schedule["dev_max"])
+    pool = split_train(read_split(spec, "train", data_dir), val_fraction)[0]
+    train = fixed_subset(pool, int(schedule["max_train"]), _TRAIN_SUBSET_SEED)
+    dev = dev_rows(spec, data_dir, schedule["dev_max"], val_fraction)
     n = int(schedule["max_seq_len"])
     return TaskData(spec, tokenize_examples(tokenizer, train, n), [e.label for e in train],
                     tokenize_examples(tokenizer, dev, n), [e.label for e in dev], dict(schedule))
@@ -360,3 +390,24 @@ def constant_baseline(task: Union[str, GlueTask], labels: Sequence) -> float:
         return 0.0
     majority = max(sorted(set(labels)), key=list(labels).count)
     return glue_metrics(spec, [majority] * len(labels), labels)[spec.metric_name]
+
+
+def length_buckets(perm: Sequence[int], lengths: Sequence[int], batch_size: int, seed: int) -> List[List[int]]:
+    """One epoch's batches (lists of row indices) grouped by length, from the epoch's permutation `perm`.
+
+    `perm` is cut into pools of 50 batches; each pool is sorted by length and cut into batches, and the
+    order of all batches is shuffled with random.Random(seed). A batch then holds rows of similar length
+    (less padding: the usual length-grouped sampler) while every row is still seen once per epoch; a
+    last partial batch is dropped (as the unbucketed order does)."""
+    import random
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    used = (len(perm) // batch_size) * batch_size
+    pool = 50 * batch_size
+    batches: List[List[int]] = []
+    for start in range(0, used, pool):
+        chunk = sorted(perm[start:min(start + pool, used)], key=lambda i: lengths[i])
+        batches += [list(chunk[j:j + batch_size]) for j in range(0, len(chunk), batch_size)]
+    random.Random(seed).shuffle(batches)
+    return batches

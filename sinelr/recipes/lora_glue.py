@@ -72,7 +72,16 @@ class Config:
     lora_alpha: Optional[float] = field(default=None, metadata={"help": "LoRA alpha (default 2*rank, i.e. scaling 2 at every rank)"})
     lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter input"})
     schedule: str = field(default="quick", metadata={"help": "per-task schedule: a name of configs/glue_<name>.yaml ('quick', 'quick-mean', 'full') or a YAML file path"})
-    lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW, warmup then cosine decay)"})
+    lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW, warmup then cosine decay) of methods "
+                                                 "not in method_lr, on tasks whose schedule sets no lr"})
+    method_lr: List[str] = field(default_factory=list, metadata={
+        "help": "per-method learning rates as method=value items (e.g. sine-lora=1e-3); they win over lr and "
+                "the schedule's per-task lr"})
+    val_fraction: float = field(default=0.0, metadata={
+        "help": "hold out this fraction of each task's training rows (a fixed draw) and evaluate on it instead of "
+                "the dev set: for tuning, so the dev set (our test set) is never used to choose (0: off)"})
+    bucket: bool = field(default=False, metadata={
+        "help": "length-bucketed batches (rows of similar length together: less padding, faster on CPU)"})
     head_lr: Optional[float] = field(default=None, metadata={"help": "peak learning rate of the classification head (default: lr)"})
     pooling: str = field(default="cls", metadata={"help": "sentence vector for the head: 'cls' ([CLS] -> pooler -> head) or 'mean' (masked mean of the last hidden states -> dropout -> linear head; for sentence-transformers checkpoints)"})
     epochs: Optional[float] = field(default=None, metadata={"help": "epochs (default: the schedule's per task)"})
@@ -128,6 +137,16 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {config.pooling!r}")
     if not config.learn_margin >= 0:
         raise ConfigError(f"learn_margin must be >= 0 (points), got {config.learn_margin}")
+    if isinstance(config.val_fraction, bool) or not 0.0 <= config.val_fraction < 0.5:
+        raise ConfigError(f"val_fraction must be a number in [0, 0.5), got {config.val_fraction!r}")
+    parse_assignments("method_lr", config.method_lr, METHODS)
+
+
+def learning_rate(config: Config, schedule: Dict[str, float], method: str) -> float:
+    """The adapter's peak learning rate of `method` on a task: method_lr, else the task's schedule lr,
+    else lr."""
+    per_method = parse_assignments("method_lr", config.method_lr, METHODS)
+    return per_method.get(method, schedule.get("lr", config.lr))
 
 
 def _data_root(config: Config) -> Path:
@@ -215,10 +234,11 @@ def _model_and_optimizer(config: Config, point: Dict[str, Any], data: TaskData, 
     model = ec.build_peft_model(base, point["method"], point["rank"], alpha, config.lora_dropout,
                                 point["omega"] or 0.0, config.gain)
     groups = ec.trainable_parameters(model, ec.head_modules(base))
-    head_lr = config.head_lr if config.head_lr is not None else config.lr
-    optimizer = torch.optim.AdamW([{"params": groups["adapter"], "lr": config.lr},
+    lr = learning_rate(config, data.schedule, point["method"])
+    head_lr = config.head_lr if config.head_lr is not None else lr
+    optimizer = torch.optim.AdamW([{"params": groups["adapter"], "lr": lr},
                                    {"params": groups["head"], "lr": head_lr}],
-                                  lr=config.lr, weight_decay=config.weight_decay)
+                                  lr=lr, weight_decay=config.weight_decay)
     return model, optimizer, sum(p.numel() for g in groups.values() for p in g)
 
 
@@ -227,7 +247,7 @@ def _train(config: Config, point: Dict[str, Any], folder: Path, data: TaskData, 
     folder/train.json. Returns the unwrapped model and the training record."""
     import torch
 
-    from sinelr.data.glue import collate
+    from sinelr.data.glue import collate, length_buckets
     from sinelr.report import write_json
     from sinelr.train import cosine_with_warmup, train_loop
 
@@ -242,14 +262,22 @@ def _train(config: Config, point: Dict[str, Any], folder: Path, data: TaskData, 
     model, optimizer = acc.prepare(model, optimizer)
     pad_id = _pad_id(session)
     perms: Dict[int, List[int]] = {}
+    buckets: Dict[int, List[List[int]]] = {}
+    lengths = [len(f["input_ids"]) for f in data.train]
 
     def step_fn(step: int):
         epoch, within = divmod(step, steps_per_epoch)
         if epoch not in perms:  # the batch order of an epoch is a function of (seed, epoch): exact resume
             perms.clear()
+            buckets.clear()
             perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
-        start = within * global_bs + acc.process_index * config.batch_size
-        idx = [perms[epoch][(start + j) % n] for j in range(min(config.batch_size, n))]
+            if config.bucket and n >= global_bs:
+                buckets[epoch] = length_buckets(perms[epoch], lengths, global_bs, seed * 1_000_003 + epoch)
+        if epoch in buckets:  # this process's share of a length-bucketed global batch
+            idx = buckets[epoch][within][acc.process_index * config.batch_size:][:config.batch_size]
+        else:
+            start = within * global_bs + acc.process_index * config.batch_size
+            idx = [perms[epoch][(start + j) % n] for j in range(min(config.batch_size, n))]
         batch = collate([data.train[i] for i in idx], pad_id, [data.train_labels[i] for i in idx],
                         data.spec.is_regression)
         return model(**{k: v.to(acc.device) for k, v in batch.items()}).loss
@@ -319,7 +347,8 @@ def _seed_averages(per_task: Dict[str, Dict[int, float]], tasks: List[str]) -> D
 def _baselines(config: Config, tasks: List[str]) -> Dict[str, float]:
     """Each task's majority-class (chance, for STS-B) score on the dev rows its fine-tunes are evaluated on."""
     root, schedules = _data_root(config), _schedules(config)
-    return {t: constant_baseline(t, [e.label for e in dev_rows(get_task(t), root, schedules[t]["dev_max"])])
+    return {t: constant_baseline(t, [e.label for e in dev_rows(get_task(t), root, schedules[t]["dev_max"],
+                                                               config.val_fraction)])
             for t in tasks}
 
 
@@ -344,7 +373,7 @@ def _header_lines(config: Config, rows, folder: Path, tasks: List[str]) -> List[
         f"- data: GLUE train/dev TSV files in `{_data_root(config)}` (metric per task: "
         + ", ".join(f"{t} {get_task(t).metric_name}" for t in tasks) + ")",
         f"- sine methods: omega = {config.omega:g}, gain = {'sqrt(in_features)' if config.gain is None else config.gain}; "
-        f"lora_alpha = {'2*rank' if config.lora_alpha is None else config.lora_alpha}; lr {config.lr:g}"
+        f"lora_alpha = {'2*rank' if config.lora_alpha is None else config.lora_alpha}; {_lr_text(config, schedules, tasks)}"
         + ("" if config.head_lr is None else f", head lr {config.head_lr:g}") + f"; pooling `{config.pooling}` ("
         + ("[CLS] -> BERT pooler -> linear head" if config.pooling == "cls" else
            "attention-masked mean of the last hidden states -> dropout -> linear head") + ")",
@@ -352,8 +381,20 @@ def _header_lines(config: Config, rows, folder: Path, tasks: List[str]) -> List[
         f"training subset per task (the same for every method and seed), batch {config.batch_size}: "
         + "; ".join(f"{t}: {schedules[t]['max_train'] or 'all'} training rows, {schedules[t]['epochs']:g} epochs, "
                     f"max_seq_len {schedules[t]['max_seq_len']}, dev {schedules[t]['dev_max'] or 'all'} rows"
-                    for t in tasks), ""]
+                    for t in tasks) + ("; length-bucketed batches" if config.bucket else ""), ""]
+    if config.val_fraction:
+        lines[-1:-1] = [f"- **evaluated on validation rows, not dev**: a fixed {100 * config.val_fraction:g}% of each "
+                        "task's training rows is held out (and not trained on); every score below is on those rows "
+                        "(a tuning run: the dev set, our test set, is not read)"]
     return lines
+
+
+def _lr_text(config: Config, schedules: Dict[str, Dict[str, float]], tasks: List[str]) -> str:
+    """'lr ...' of the header: one value, or per task / per method where they differ."""
+    per = {(t, m): learning_rate(config, schedules[t], m) for t in tasks for m in config.methods}
+    if len(set(per.values())) <= 1:
+        return f"lr {next(iter(per.values()), config.lr):g}"
+    return "lr " + "; ".join(f"{t} {m} {v:g}" for (t, m), v in per.items())
 
 
 def _table_lines(cells, params: Dict[tuple, int], tasks: List[str], learned: List[str],
@@ -472,7 +513,7 @@ def _session(config: Config, tasks: List[str]) -> Session:
         raise ConfigError(f"--model {config.model!r} ({model_path}) is not a loadable transformers checkpoint: "
                          f"{exc}") from None
     schedules, root = _schedules(config), _data_root(config)
-    data = {t: load_task_data(t, tokenizer, root, schedules[t]) for t in tasks}
+    data = {t: load_task_data(t, tokenizer, root, schedules[t], config.val_fraction) for t in tasks}
     cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
     return Session(model_path, tokenizer, data, Accelerator(cpu=cpu, mixed_precision=config.mixed_precision))
 
