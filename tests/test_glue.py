@@ -146,6 +146,8 @@ def test_schedule_files_hold_every_task_and_overrides_apply():
     assert sched["mrpc"] == {"max_train": 160, "epochs": 1, "max_seq_len": 64, "dev_max": 200}
     assert read_schedule(ROOT / "configs" / "glue_quick_mean.yaml")["rte"]["max_seq_len"] == 96
     assert read_schedule(ROOT / "configs" / "glue_full.yaml")["rte"]["epochs"] == 30
+    learn = read_schedule(ROOT / "configs" / "glue_learn.yaml")
+    assert sorted(learn) == ["cola", "mrpc", "rte", "sst2", "stsb"] and learn["sst2"]["max_train"] == 20000
     rte = task_schedule(sched, "rte", epochs=3, max_train=0, dev_max=None)
     assert rte["epochs"] == 3 and rte["max_train"] == 0 and rte["max_seq_len"] == 64 and rte["dev_max"] == 0
     with pytest.raises(ValueError, match="epochs must be > 0, got 0"):
