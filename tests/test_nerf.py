@@ -388,3 +388,19 @@ def test_bd_rate_is_computed_once_in_metrics():
     for name in ("nerf", "bdrate"):
         src = inspect.getsource(load_recipe(name))
         assert "Akima1DInterpolator" not in src and "PchipInterpolator" not in src and "-64.72" not in src
+
+
+def test_omega_sweep_figure_has_one_curve_per_scene_and_rank_with_seed_error_bars(tmp_path, monkeypatch):
+    import sinelr.report
+
+    rows = [{"scene": sc, "method": "sine", "rank": 1, "omega": w, "seed": seed, "psnr": 20.0 + w / 100 + seed}
+            for sc in ("fern", "flower") for w in (30.0, 100.0, 300.0) for seed in (0, 1)]
+    rows += [{"scene": "fern", "method": "lowrank", "rank": 1, "omega": 0.0, "seed": 0, "psnr": 19.0}]
+    drawn = {}
+    monkeypatch.setattr(sinelr.report, "plot_mean_std",
+                        lambda path, series, *a, **k: drawn.update(path=path, series=series, hlines=k.get("hlines")))
+    lines = nerf_llff._omega_lines(rows, ["fern", "flower"], tmp_path)
+    assert "![PSNR vs omega](psnr_vs_omega.png)" in lines
+    assert sorted(drawn["series"]) == ["fern sine k=1", "flower sine k=1"]
+    assert drawn["series"]["fern sine k=1"][100.0] == [21.0, 22.0]  # one value per seed: the spread is the bar
+    assert drawn["hlines"] == {}  # two curves: no single low-rank reference

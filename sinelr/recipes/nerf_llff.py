@@ -400,16 +400,34 @@ def _ssim_lines(c: Config, rows: List[Dict[str, Any]], scenes: List[str], ranks:
             markdown_table(table, ["k"] + scenes, ["k"] + [f"{s} SSIM" for s in scenes]), ""]
 
 
-def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str]) -> List[str]:
-    from sinelr.report import markdown_table
+def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str], folder: Optional[Path] = None) -> List[str]:
+    from sinelr.report import markdown_table, plot_mean_std
 
     sweep = sorted({(r["rank"], r["omega"]) for r in rows if r["method"] == "sine"})
     if len({w for _, w in sweep}) < 2:
         return []
     table = [{"k": k, "omega": f"{w:g}", **{s: _mean_sd(_psnr(rows, "sine", k, w, [s])) for s in scenes},
               "low": _mean_sd(_psnr(rows, "lowrank", k, 0.0, scenes))} for k, w in sweep]
-    return ["## Omega sweep of sine low-rank (cf. paper Fig. 7)", "",
-            markdown_table(table, ["k", "omega"] + scenes + ["low"], ["k", "omega"] + scenes + ["low-rank (scene mean)"]), ""]
+    lines = ["## Omega sweep of sine low-rank (cf. paper Fig. 7)", "",
+             markdown_table(table, ["k", "omega"] + scenes + ["low"], ["k", "omega"] + scenes + ["low-rank (scene mean)"]), ""]
+    # per scene and rank, PSNR per seed: the error bars are the spread over seeds
+    series = {}
+    for sc in scenes:
+        for k in sorted({k for k, _ in sweep}):
+            by_w = {w: list(_psnr(rows, "sine", k, w, [sc]).values()) for kk, w in sweep if kk == k}
+            by_w = {w: v for w, v in by_w.items() if v}
+            if len(by_w) >= 2:
+                series[(sc, k)] = by_w
+    if folder is not None and series:
+        bands = {}
+        if len(series) == 1:  # one curve: low-rank at its rank as a reference band
+            (sc, k), = series
+            bands = {f"low-rank k={k}": list(_psnr(rows, "lowrank", k, 0.0, [sc]).values())}
+        plot_mean_std(folder / "psnr_vs_omega.png", {f"{sc} sine k={k}": v for (sc, k), v in series.items()},
+                      "omega", "PSNR dB", "PSNR vs omega (mean +- sd over seeds)", logx=True,
+                      hlines={n: v for n, v in bands.items() if v})
+        lines += ["![PSNR vs omega](psnr_vs_omega.png)", ""]
+    return lines
 
 
 def _bd_lines(c: Config, rows: List[Dict[str, Any]], folder: Path) -> List[str]:
@@ -507,7 +525,7 @@ def render(c: Config, lrs: Dict[str, float], sweep, scenes: Dict[str, Any], rows
     lines = [f"# NeRF on LLFF: full vs low-rank vs sine low-rank ({_title(folder)})", ""]
     lines += [f"> {c.note}", ""] if c.note else []
     lines += _header_lines(c, rows, folder, data_root) + _protocol_lines(c, rows, lrs, names)
-    lines += _table_lines(c, rows, names) + _omega_lines(rows, names) + _bd_lines(c, rows, folder)
+    lines += _table_lines(c, rows, names) + _omega_lines(rows, names, folder) + _bd_lines(c, rows, folder)
     lines += _claim_lines(c, rows, names)
     _copy_views(sweep, rows, folder)
     if scenes:
