@@ -265,7 +265,37 @@ def _table_lines(c: Config, rows: List[Dict[str, Any]]) -> List[str]:
                            "model file bytes (sinelr.save_pretrained)"], floatfmt=".1f"), ""]
     if comps:
         out += ["Sine minus low-rank IoU points, paired by seed:", "", verdict_lines(comps, "rank k", ranks), ""]
-    return out
+    return out + _failed_training_lines(rows)
+
+
+# A run whose final training loss is this many times the full model's mean did not train (a diverged or
+# stalled optimisation, e.g. a learning rate too large at that rank), whatever its IoU says.
+FAILED_LOSS_RATIO = 3.0
+
+
+def _failed_training_lines(rows: List[Dict[str, Any]]) -> List[str]:
+    """A warning naming every cell with runs that did not train (final loss > 3x the full model's mean)."""
+    full = [r["final_loss"] for r in rows if r["method"] == "full" and r.get("final_loss") is not None]
+    if not full:
+        return []
+    ref = sum(full) / len(full)
+    bad: Dict[tuple, List[Dict[str, Any]]] = {}
+    for r in rows:
+        if r["method"] != "full" and r.get("final_loss") is not None and r["final_loss"] > FAILED_LOSS_RATIO * ref:
+            bad.setdefault((r["method"], r["rank"], r["omega"]), []).append(r)
+    if not bad:
+        return []
+    lines = [f"**Runs that did not train** (final training loss > {FAILED_LOSS_RATIO:g}x the full model's mean "
+             f"{ref:.3f}): a failed optimisation at that learning rate, not a measure of capacity; a verdict at "
+             "that rank compares against them and is not evidence.", ""]
+    for (method, rank, omega), runs in sorted(bad.items(), key=lambda kv: str(kv[0])):
+        runs = sorted(runs, key=lambda r: r["seed"])
+        name = f"{'low-rank' if method == 'lowrank' else method} k={rank}" + (f" omega {omega:g}" if omega else "")
+        seeds = ", ".join(str(r["seed"]) for r in runs)
+        losses = ", ".join(f"{r['final_loss']:.3f}" for r in runs)
+        ious = ", ".join(f"{100 * r['iou']:.1f}" for r in runs)
+        lines.append(f"- {name}: seed(s) {seeds}: final loss {losses}, IoU {ious}%")
+    return lines + [""]
 
 
 def _omega_lines(c: Config, rows: List[Dict[str, Any]], folder: Path, mesh: str) -> List[str]:
