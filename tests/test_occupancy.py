@@ -371,3 +371,19 @@ def test_runs_that_did_not_train_are_named_under_the_table():
     assert lines[0].startswith("**Runs that did not train** (final training loss > 3x the full model's mean 0.100)")
     assert lines[2:] == ["- low-rank k=20: seed(s) 0: final loss 0.460, IoU 57.0%", ""]
     assert recipe._failed_training_lines([r for r in rows if r["final_loss"] < 0.3]) == []
+
+
+def test_a_verdict_over_runs_that_did_not_train_says_it_is_not_evidence():
+    recipe = load_recipe("occupancy")
+    c = recipe.Config(omega=100.0)
+    rows = [{"method": "full", "rank": "full", "omega": None, "seed": s, "iou": 0.98, "final_loss": 0.1, "params": 9,
+             "compression": 1.0} for s in (0, 1, 2)]
+    for k, low_loss in ((5, 0.14), (20, 0.5)):
+        rows += [{"method": "lowrank", "rank": k, "omega": None, "seed": s, "iou": 0.5 if low_loss > 0.3 else 0.96,
+                  "final_loss": low_loss, "params": 3, "compression": 0.3} for s in (0, 1, 2)]
+        rows += [{"method": "sine", "rank": k, "omega": 100.0, "seed": s, "iou": 0.97 + 0.001 * s, "final_loss": 0.12,
+                  "params": 3, "compression": 0.3} for s in (0, 1, 2)]
+    text = "\n".join(recipe._table_lines(c, rows))
+    row5 = next(line for line in text.splitlines() if line.startswith("| 5 | 3 |"))
+    row20 = next(line for line in text.splitlines() if line.startswith("| 20 | 3 |"))
+    assert row5.endswith("| sine better |") and row20.endswith("| not evidence: runs did not train (below) |")

@@ -12,6 +12,7 @@ Example: sinelr occupancy --config configs/occupancy.yaml --seeds 0 1 2 --method
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -245,7 +246,7 @@ def _table_lines(c: Config, rows: List[Dict[str, Any]]) -> List[str]:
     from sinelr.stats import paired_comparison
 
     ranks = sorted({r["rank"] for r in rows if isinstance(r["rank"], int) and r["omega"] in (None, c.omega)})
-    table, comps = [], []
+    table, comps, failed = [], [], _failed_runs(rows)[1]
     for k in ranks:
         low, sine = _cell(rows, "lowrank", k, None), _cell(rows, "sine", k, c.omega)
         first = next((r for r in rows if r["rank"] == k), None)
@@ -253,7 +254,10 @@ def _table_lines(c: Config, rows: List[Dict[str, Any]]) -> List[str]:
         table.append({"k": k, "low": _mean_sd(low), "sine": _mean_sd(sine), "pl": paper[0], "ps": paper[1],
                       "params": first and first["params"], "comp": first and f"{100 * first['compression']:.2f}%",
                       "bytes": _bytes(rows, k)})
-        comps.append(paired_comparison(low, sine, "low-rank", "sine"))
+        comp = paired_comparison(low, sine, "low-rank", "sine")
+        if {("lowrank", k, None), ("sine", k, c.omega)} & set(failed):
+            comp = dataclasses.replace(comp, verdict="not evidence: runs did not train (below)")
+        comps.append(comp)
     full = _cell(rows, "full", "full", None)
     if full:
         fp = next(r["params"] for r in rows if r["method"] == "full")
@@ -273,16 +277,22 @@ def _table_lines(c: Config, rows: List[Dict[str, Any]]) -> List[str]:
 FAILED_LOSS_RATIO = 3.0
 
 
-def _failed_training_lines(rows: List[Dict[str, Any]]) -> List[str]:
-    """A warning naming every cell with runs that did not train (final loss > 3x the full model's mean)."""
+def _failed_runs(rows: List[Dict[str, Any]]) -> tuple:
+    """(the full model's mean final loss, {(method, rank, omega): runs whose final loss is > 3x it})."""
     full = [r["final_loss"] for r in rows if r["method"] == "full" and r.get("final_loss") is not None]
     if not full:
-        return []
+        return None, {}
     ref = sum(full) / len(full)
     bad: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in rows:
         if r["method"] != "full" and r.get("final_loss") is not None and r["final_loss"] > FAILED_LOSS_RATIO * ref:
             bad.setdefault((r["method"], r["rank"], r["omega"]), []).append(r)
+    return ref, bad
+
+
+def _failed_training_lines(rows: List[Dict[str, Any]]) -> List[str]:
+    """A warning naming every cell with runs that did not train (final loss > 3x the full model's mean)."""
+    ref, bad = _failed_runs(rows)
     if not bad:
         return []
     lines = [f"**Runs that did not train** (final training loss > {FAILED_LOSS_RATIO:g}x the full model's mean "
@@ -330,7 +340,10 @@ def _omega_plot(path: Path, stats: Dict[float, tuple], rows: List[Dict[str, Any]
     for method, rank, color, ls, label in (("lowrank", k, "C1", "--", f"low-rank k={k}"), ("full", "full", "k", ":", "full rank")):
         vals = list(_cell(rows, method, rank, None).values())
         if vals:
-            ax.axhline(mean_std(vals)[0], color=color, ls=ls, label=label)
+            level = mean_std(vals)[0]
+            ax.axhline(level, color=color, ls=ls, label=label)
+            lo, hi = ax.get_ylim()  # axhline does not widen the y range: keep every reference line in view
+            ax.set_ylim(min(lo, level - 0.5), max(hi, level + 0.5))
     ax.set_xscale("log")
     ax.set_xlabel("omega")
     ax.set_ylabel(f"IoU % ({res}^3 grid)")
