@@ -45,6 +45,12 @@ def _val_set(config: dict, mesh_path: str, cache: Path):
     return pts, labels
 
 
+def _lr(config: dict, method: str) -> float:
+    """The learning rate a row trained with: its method's method_lr item, else lr."""
+    items = dict(str(item).split("=", 1) for item in config.get("method_lr") or [])
+    return float(items.get(method, config["lr"]))
+
+
 def main(only=()) -> None:
     torch.set_num_threads(1)
     rows = []
@@ -79,8 +85,12 @@ def main(only=()) -> None:
             ckpt = (ROOT / config["run_dir"] / r["mesh"] /
                     f"{r['method']}_k{r['rank']}_w{r['omega'] or 'na'}_seed{r['seed']}" / "model.safetensors")
             if not ckpt.is_file():  # the sweep runner's layout: <run_dir>/<mesh>/<slug>-<fingerprint>/model/
-                omega_part = f"-omega{float(r['omega'])}" if r["omega"] else ""
-                slug = f"mesh{r['mesh']}-method{r['method']}-rank{r['rank']}{omega_part}-seed{r['seed']}-"
+                from sinelr.sweep import _slug
+
+                point = {"mesh": r["mesh"], "method": r["method"],
+                         "rank": r["rank"] if r["rank"] == "full" else int(r["rank"]),
+                         "omega": float(r["omega"]) if r["omega"] else None, "seed": int(r["seed"])}
+                slug = _slug(point) + "-"
                 found = sorted((ROOT / config["run_dir"] / r["mesh"]).glob(slug + "*/model/model.safetensors"))
                 if len(found) != 1:
                     raise FileNotFoundError(f"{len(found)} run folders match {slug}* under {config['run_dir']}")
@@ -93,7 +103,7 @@ def main(only=()) -> None:
                 logits = torch.cat([model(x[s:s + 65536]) for s in range(0, len(x), 65536)])
             bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float()).item()
             rows.append({"run": outdir.parent.name, "method": r["method"], "rank": r["rank"],
-                         "omega": r["omega"], "lr": f"{config['lr']:g}", "steps": config["steps"],
+                         "omega": r["omega"], "lr": f"{_lr(config, r['method']):g}", "steps": config["steps"],
                          "val_iou": 100 * iou(logits > 0, y), "val_bce": bce, "test_iou": 100 * float(r["iou"])})
             print(rows[-1], flush=True)
     rows.sort(key=lambda r: r["run"])
