@@ -115,6 +115,49 @@ def recover_folder(folder: os.PathLike) -> None:
         marker.unlink()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+class _FolderLock:
+    """`<folder>.lock` holding this process's pid while it adds rows to `folder`: a second process that
+    would publish into the same folder (and drop the first one's new rows) is refused instead. A lock
+    left by a process that no longer runs is taken over."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder.with_name(folder.name + ".lock")
+
+    def __enter__(self) -> "_FolderLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _pid_alive(pid):
+                    raise ConfigError(f"another sinelr process (pid {pid}) is adding rows to {self.folder}; give this "
+                                      "run its own --output-dir (two writers would drop each other's rows)")
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            return self
+        raise ConfigError(f"could not take the lock {self.path}")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def publish_folder(folder: os.PathLike, write: Callable[[Path], None]) -> None:
     """Apply `write(staging)` to a copy of `folder` and swap it in; `folder` never holds a partial update."""
     folder = Path(folder)
@@ -223,6 +266,14 @@ class Sweep:
             publish_folder(self.output_dir, lambda d: self.render(table.rows, d))
             return table.rows
         self.check_settings(table)
+        if not self.is_main:
+            return self._run(table, points, run_one)
+        with _FolderLock(self.output_dir):
+            table = self.table()  # rows a previous writer published while this process started
+            self.check_settings(table)
+            return self._run(table, points, run_one)
+
+    def _run(self, table: ResultsTable, points: Sequence[Point], run_one: Callable[[Point, Path], Record]) -> List[Record]:
         todo = self.pending(table, points)
         skipped = len(points) - len(todo)
         if skipped:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from sinelr.errors import ConfigError
+
 from sinelr.report import ResultsConflictError, ResultsTable
 from sinelr.stats import paired_comparison, t_quantile_975
 from sinelr.sweep import Sweep, SweepSpec, publish_folder, recover_folder
@@ -232,3 +234,26 @@ def test_one_kind_lookup_builds_every_kind_and_refuses_unknown_names():
         linear_factory("conv", 2)
     with pytest.raises(ValueError, match="needs an int rank >= 1, got None"):
         linear_factory("sine")
+
+
+def test_a_second_writer_to_the_same_output_folder_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    from sinelr.sweep import Sweep, SweepSpec
+
+    spec = SweepSpec("t", {"x": int, "seed": int, "y": float}, ["x", "seed"])
+    out = tmp_path / "out"
+    lock = tmp_path / "out.lock"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(str(sleeper.pid))  # a live process holds the folder
+        sweep = Sweep(spec, {"a": 1}, out, tmp_path / "runs", lambda rows, folder: None)
+        with pytest.raises(ConfigError, match=rf"another sinelr process \(pid {sleeper.pid}\) is adding rows"):
+            sweep.run([{"x": 1, "seed": 0}], lambda p, f: {"y": 1.0})
+        assert not out.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    rows = sweep.run([{"x": 1, "seed": 0}], lambda p, f: {"y": 1.0})  # its process is gone: taken over
+    assert [r["y"] for r in rows] == [1.0] and not lock.exists()
