@@ -15,6 +15,7 @@ A recipe gives the points of its grid and `run_one(point, run_folder) -> record`
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -257,19 +258,17 @@ class Sweep:
             missing = [k for k in self.spec.key if k not in p]
             if missing:
                 raise ValueError(f"{self.spec.name}: point {p} lacks key columns {missing}")
-        table = self.table()
-        if render_only and not self.is_main:
-            return table.rows
         if render_only:
+            table = self.table()
+            if not self.is_main:
+                return table.rows
             if not table.rows:
                 raise FileNotFoundError(f"no summary.csv rows in {self.output_dir} to render")
             publish_folder(self.output_dir, lambda d: self.render(table.rows, d))
             return table.rows
-        self.check_settings(table)
-        if not self.is_main:
-            return self._run(table, points, run_one)
-        with _FolderLock(self.output_dir):
-            table = self.table()  # rows a previous writer published while this process started
+        # the main process holds the folder while it adds rows; the rows are read once it holds it
+        with _FolderLock(self.output_dir) if self.is_main else contextlib.nullcontext():
+            table = self.table()
             self.check_settings(table)
             return self._run(table, points, run_one)
 

@@ -272,10 +272,8 @@ def format_duration(seconds: float) -> str:
 
 @dataclass
 class RunEstimate:
-    """What a run will cost, from a few timed training steps: `models` x `steps_per_model` x `seconds_per_step`.
-
-    `scale` is the factor from the timed step to a real one (e.g. a step timed on 1/8 of the batch counts 8x);
-    `how` says what was timed, for the printed line."""
+    """What a run will cost, from a few timed training steps: `models` x `steps_per_model` x `seconds_per_step`;
+    `how` says what was timed (and how it was scaled to a real step), for the printed line."""
 
     models: int
     steps_per_model: int
@@ -294,7 +292,8 @@ class RunEstimate:
 
 
 def time_steps(step: Callable[[], None], steps: int = 2, warmup: int = 1) -> float:
-    """Seconds per call of `step` (a whole training step), the median of `steps` calls after `warmup`."""
+    """Seconds per call of `step` (a whole training step), the median of `steps` calls after `warmup` (the
+    upper one for an even count)."""
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     for _ in range(warmup):

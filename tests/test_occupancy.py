@@ -367,10 +367,10 @@ def test_runs_that_did_not_train_are_named_under_the_table():
     rows += [{"method": "lowrank", "rank": 20, "omega": None, "seed": s, "iou": iou, "final_loss": loss}
              for s, iou, loss in ((0, 0.57, 0.46), (1, 0.97, 0.14))]
     rows += [{"method": "sine", "rank": 20, "omega": 100.0, "seed": 0, "iou": 0.98, "final_loss": 0.29}]  # 2.9x: fine
-    lines = recipe._failed_training_lines(rows)
+    lines = recipe._failed_training_lines(*recipe._failed_runs(rows))
     assert lines[0].startswith("**Runs that did not train** (final training loss > 3x the full model's mean 0.100)")
     assert lines[2:] == ["- low-rank k=20: seed(s) 0: final loss 0.460, IoU 57.0%", ""]
-    assert recipe._failed_training_lines([r for r in rows if r["final_loss"] < 0.3]) == []
+    assert recipe._failed_training_lines(*recipe._failed_runs([r for r in rows if r["final_loss"] < 0.3])) == []
 
 
 def test_a_verdict_over_runs_that_did_not_train_says_it_is_not_evidence():

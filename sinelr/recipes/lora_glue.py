@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from sinelr.errors import ConfigError
-from sinelr.config import config_to_dict, parse_assignments
+from sinelr.config import config_to_dict, method_learning_rates, parse_assignments
 from sinelr.data import resolve_data_dir
 from sinelr.data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, constant_baseline, dev_rows, get_task,
                          read_schedule, task_schedule)
@@ -145,8 +145,7 @@ def _validate(config: Config) -> None:
 def learning_rate(config: Config, schedule: Dict[str, float], method: str) -> float:
     """The adapter's peak learning rate of `method` on a task: method_lr, else the task's schedule lr,
     else lr."""
-    per_method = parse_assignments("method_lr", config.method_lr, METHODS)
-    return per_method.get(method, schedule.get("lr", config.lr))
+    return method_learning_rates(config.method_lr, METHODS, schedule.get("lr", config.lr))[method]
 
 
 def _data_root(config: Config) -> Path:

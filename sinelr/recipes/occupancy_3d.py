@@ -246,7 +246,8 @@ def _table_lines(c: Config, rows: List[Dict[str, Any]]) -> List[str]:
     from sinelr.stats import paired_comparison
 
     ranks = sorted({r["rank"] for r in rows if isinstance(r["rank"], int) and r["omega"] in (None, c.omega)})
-    table, comps, failed = [], [], _failed_runs(rows)[1]
+    table, comps = [], []
+    ref_loss, failed = _failed_runs(rows)
     for k in ranks:
         low, sine = _cell(rows, "lowrank", k, None), _cell(rows, "sine", k, c.omega)
         first = next((r for r in rows if r["rank"] == k), None)
@@ -269,7 +270,7 @@ def _table_lines(c: Config, rows: List[Dict[str, Any]]) -> List[str]:
                            "model file bytes (sinelr.save_pretrained)"], floatfmt=".1f"), ""]
     if comps:
         out += ["Sine minus low-rank IoU points, paired by seed:", "", verdict_lines(comps, "rank k", ranks), ""]
-    return out + _failed_training_lines(rows)
+    return out + _failed_training_lines(ref_loss, failed)
 
 
 # A run whose final training loss is this many times the full model's mean did not train (a diverged or
@@ -290,9 +291,9 @@ def _failed_runs(rows: List[Dict[str, Any]]) -> tuple:
     return ref, bad
 
 
-def _failed_training_lines(rows: List[Dict[str, Any]]) -> List[str]:
-    """A warning naming every cell with runs that did not train (final loss > 3x the full model's mean)."""
-    ref, bad = _failed_runs(rows)
+def _failed_training_lines(ref: Optional[float], bad: Dict[tuple, List[Dict[str, Any]]]) -> List[str]:
+    """A warning naming every cell with runs that did not train (`_failed_runs`: final loss > 3x the full
+    model's mean `ref`)."""
     if not bad:
         return []
     lines = [f"**Runs that did not train** (final training loss > {FAILED_LOSS_RATIO:g}x the full model's mean "

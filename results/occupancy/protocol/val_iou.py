@@ -47,8 +47,10 @@ def _val_set(config: dict, mesh_path: str, cache: Path):
 
 def _lr(config: dict, method: str) -> float:
     """The learning rate a row trained with: its method's method_lr item, else lr."""
-    items = dict(str(item).split("=", 1) for item in config.get("method_lr") or [])
-    return float(items.get(method, config["lr"]))
+    from sinelr.config import parse_assignments
+
+    return parse_assignments("method_lr", config.get("method_lr") or [], ("full", "lowrank", "sine")).get(
+        method, float(config["lr"]))
 
 
 def main(only=()) -> None:
