@@ -11,7 +11,9 @@ A recipe gives the points of its grid and `run_one(point, run_folder) -> record`
   interrupted point resumes from its checkpoint;
 - publishes each record with the summary, figures and metadata re-rendered from all rows in a staging
   copy of the output folder that replaces the folder in one step: interrupted (Ctrl-C) or failing at
-  any moment, the folder's files always describe the same set of rows.
+  any moment, the folder's files always describe the same set of rows;
+- lets the same command run in several processes at once (one per core): each point is claimed by the
+  process that runs it and each row is added under a lock to the rows already on disk.
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .errors import ConfigError
 from .report import ResultsConflictError, ResultsTable, provenance, write_json
@@ -126,18 +129,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class _FolderLock:
-    """`<folder>.lock` holding this process's pid while it adds rows to `folder`: a second process that
-    would publish into the same folder (and drop the first one's new rows) is refused instead. A lock
-    left by a process that no longer runs is taken over."""
+LOCK_TIMEOUT_S = 600.0  # how long a process waits for another one to finish adding its row
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.path = folder.with_name(folder.name + ".lock")
 
-    def __enter__(self) -> "_FolderLock":
+class _PidFile:
+    """A file created exclusively that holds this process's pid; one left by a process that no longer
+    runs is taken over. `acquire()` returns None when it holds the file, else the live holder's pid."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def acquire(self) -> Optional[int]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
@@ -146,17 +150,54 @@ class _FolderLock:
                 except (OSError, ValueError):
                     pid = 0
                 if pid and pid != os.getpid() and _pid_alive(pid):
-                    raise ConfigError(f"another sinelr process (pid {pid}) is adding rows to {self.folder}; give this "
-                                      "run its own --output-dir (two writers would drop each other's rows)")
+                    return pid
+                if not pid:  # being written this instant, or left empty by a killed process
+                    time.sleep(0.05)
+                    try:
+                        if self.path.read_text().strip():
+                            continue
+                    except OSError:
+                        continue
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(str(os.getpid()))
-            return self
-        raise ConfigError(f"could not take the lock {self.path}")
+            return None
+        raise ConfigError(f"could not take {self.path} (another process keeps replacing it)")
+
+    def release(self) -> None:
+        try:
+            if int(self.path.read_text().strip() or 0) == os.getpid():
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+class _FolderLock:
+    """`<folder>.lock` holding this process's pid while it reads or adds rows of `folder`. Processes that
+    share a sweep hold it only for that moment; one that finds it held waits (up to `timeout` seconds,
+    then it is refused with the holder's pid). A lock left by a process that no longer runs is taken over."""
+
+    def __init__(self, folder: Path, timeout: Optional[float] = None) -> None:
+        self.folder = folder
+        self.file = _PidFile(folder.with_name(folder.name + ".lock"))
+        self.path = self.file.path
+        self.timeout = LOCK_TIMEOUT_S if timeout is None else timeout
+
+    def __enter__(self) -> "_FolderLock":
+        deadline = time.monotonic() + self.timeout
+        while True:
+            pid = self.file.acquire()
+            if pid is None:
+                return self
+            if time.monotonic() >= deadline:
+                raise ConfigError(f"another sinelr process (pid {pid}) has held {self.path} for over "
+                                  f"{self.timeout:.0f} s while adding rows to {self.folder}; if it hangs, stop it, "
+                                  "or give this run its own --output-dir")
+            time.sleep(0.1)
 
     def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)
+        self.file.release()
 
 
 def publish_folder(folder: os.PathLike, write: Callable[[Path], None]) -> None:
@@ -200,6 +241,7 @@ class Sweep:
     render: Callable[[List[Record], Path], None]
     extra: Dict[str, Any] = field(default_factory=dict)
     is_main: bool = True  # under DDP, other processes run the points but write nothing
+    share: bool = True  # the same command in several processes shares the points (not under DDP)
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
@@ -266,38 +308,96 @@ class Sweep:
                 raise FileNotFoundError(f"no summary.csv rows in {self.output_dir} to render")
             publish_folder(self.output_dir, lambda d: self.render(table.rows, d))
             return table.rows
-        # the main process holds the folder while it adds rows; the rows are read once it holds it
-        with _FolderLock(self.output_dir) if self.is_main else contextlib.nullcontext():
-            table = self.table()
-            self.check_settings(table)
-            return self._run(table, points, run_one)
+        if not self.is_main or not self.share:
+            # under DDP every process runs every point in step; the main one holds the folder throughout
+            with _FolderLock(self.output_dir) if self.is_main else contextlib.nullcontext():
+                table = self.table()
+                self.check_settings(table)
+                return self._run_alone(table, points, run_one)
+        return self._run_shared(points, run_one)
 
-    def _run(self, table: ResultsTable, points: Sequence[Point], run_one: Callable[[Point, Path], Record]) -> List[Record]:
-        todo = self.pending(table, points)
+    def _announce_skipped(self, table: ResultsTable, points: Sequence[Point], todo: Sequence[Point]) -> None:
         skipped = len(points) - len(todo)
         if skipped:
             print(f"[{self.spec.name}] {skipped} of {len(points)} points already in {self.output_dir / 'summary.csv'}",
                   flush=True)
+
+    def _start_point(self, point: Point) -> Path:
+        folder = self.run_folder(point)
+        if self.is_main:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json(folder / "config.json", {"config": _plain(self.config), "point": _plain(point),
+                                                "extra": _plain(self.extra)})
+        return folder
+
+    def _record(self, table: ResultsTable, point: Point, folder: Path, record: Record) -> None:
+        typed = table.add({**{k: point[k] for k in self.spec.key}, **record}, save=False)
+        if self.is_main:
+            write_json(folder / "metrics.json", {"record": typed, "provenance": {**self.started, "date": provenance()["date"]}})
+            self._publish(table, [point])
+
+    def _run_alone(self, table: ResultsTable, points: Sequence[Point], run_one: Callable[[Point, Path], Record]) -> List[Record]:
+        todo = self.pending(table, points)
+        self._announce_skipped(table, points, todo)
         if not todo and (self.output_dir / "summary.md").is_file():
             return table.rows
         for point in todo:
-            folder = self.run_folder(point)
-            if self.is_main:
-                folder.mkdir(parents=True, exist_ok=True)
-                write_json(folder / "config.json", {"config": _plain(self.config), "point": _plain(point),
-                                                    "extra": _plain(self.extra)})
+            folder = self._start_point(point)
             try:
                 record = run_one(point, folder)
             except PointNotFinished as stop:
                 print(f"[{self.spec.name}] stopped before the end of {point}: {stop} (rerun to resume)", flush=True)
                 return table.rows
-            typed = table.add({**{k: point[k] for k in self.spec.key}, **record}, save=False)
-            if self.is_main:
-                write_json(folder / "metrics.json", {"record": typed, "provenance": {**self.started, "date": provenance()["date"]}})
-                self._publish(table, [point])
+            self._record(table, point, folder, record)
         if not todo and self.is_main:
             self._publish(table, [])
         return table.rows
+
+    def _run_shared(self, points: Sequence[Point], run_one: Callable[[Point, Path], Record]) -> List[Record]:
+        """The same command started in several processes shares the points: each point is claimed
+        (`<run folder>/claim` holds the pid) by the process that runs it, and each row is added to the
+        rows on disk under the folder lock, so no process drops another's rows."""
+        lock = _FolderLock(self.output_dir)
+        with lock:
+            table = self.table()
+            self.check_settings(table)
+            todo = self.pending(table, points)
+            self._announce_skipped(table, points, todo)
+            if not todo:
+                if not (self.output_dir / "summary.md").is_file():
+                    self._publish(table, [])
+                return table.rows
+        left_to_others = []
+        for point in todo:
+            folder = self.run_folder(point)
+            claim = _PidFile(folder / "claim")
+            with lock:
+                table = self.table()
+                if not self.pending(table, [point]):
+                    continue  # another process finished it meanwhile
+                holder = claim.acquire()
+                if holder is not None:
+                    left_to_others.append((point, holder))
+                    continue
+                folder = self._start_point(point)
+            try:
+                try:
+                    record = run_one(point, folder)
+                except PointNotFinished as stop:
+                    print(f"[{self.spec.name}] stopped before the end of {point}: {stop} (rerun to resume)", flush=True)
+                    with lock:
+                        return self.table().rows
+                with lock:
+                    table = self.table()
+                    self.check_settings(table)
+                    self._record(table, point, folder, record)
+            finally:
+                claim.release()
+        for point, holder in left_to_others:
+            print(f"[{self.spec.name}] {point} was being run by process {holder}; its row is added by that process",
+                  flush=True)
+        with lock:
+            return self.table().rows
 
     def _publish(self, table: ResultsTable, points: List[Point]) -> None:
         prov = {**self.started, "date": provenance()["date"]}

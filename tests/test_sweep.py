@@ -236,20 +236,22 @@ def test_one_kind_lookup_builds_every_kind_and_refuses_unknown_names():
         linear_factory("sine")
 
 
-def test_a_second_writer_to_the_same_output_folder_is_refused_and_a_stale_lock_taken_over(tmp_path):
+def test_a_lock_held_too_long_is_refused_with_its_pid_and_a_stale_lock_taken_over(tmp_path, monkeypatch):
     import subprocess
     import sys
 
+    import sinelr.sweep as sw
     from sinelr.sweep import Sweep, SweepSpec
 
+    monkeypatch.setattr(sw, "LOCK_TIMEOUT_S", 0.5)
     spec = SweepSpec("t", {"x": int, "seed": int, "y": float}, ["x", "seed"])
     out = tmp_path / "out"
     lock = tmp_path / "out.lock"
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        lock.write_text(str(sleeper.pid))  # a live process holds the folder
+        lock.write_text(str(sleeper.pid))  # a live process holds the folder (and never lets go)
         sweep = Sweep(spec, {"a": 1}, out, tmp_path / "runs", lambda rows, folder: None)
-        with pytest.raises(ConfigError, match=rf"another sinelr process \(pid {sleeper.pid}\) is adding rows"):
+        with pytest.raises(ConfigError, match=rf"another sinelr process \(pid {sleeper.pid}\) has held"):
             sweep.run([{"x": 1, "seed": 0}], lambda p, f: {"y": 1.0})
         assert not out.exists()
     finally:
@@ -257,3 +259,68 @@ def test_a_second_writer_to_the_same_output_folder_is_refused_and_a_stale_lock_t
         sleeper.wait()
     rows = sweep.run([{"x": 1, "seed": 0}], lambda p, f: {"y": 1.0})  # its process is gone: taken over
     assert [r["y"] for r in rows] == [1.0] and not lock.exists()
+
+
+_SHARED_SWEEP = """
+import os, sys, time
+from pathlib import Path
+from sinelr.sweep import Sweep, SweepSpec
+tmp = Path(sys.argv[1])
+spec = SweepSpec("t", {"x": int, "seed": int, "y": float, "pid": int}, ["x", "seed"])
+def render(rows, folder):
+    (folder / "summary.md").write_text("%d rows" % len(rows))
+def run_one(point, folder):
+    with open(tmp / "ran.txt", "a") as fh:
+        fh.write("%d %d\\n" % (point["x"], os.getpid()))
+    time.sleep(0.4)
+    return {"y": point["x"] * 10.0, "pid": os.getpid()}
+while not (tmp / "go").exists():
+    time.sleep(0.01)
+Sweep(spec, {"a": 1}, tmp / "out", tmp / "runs", render).run([{"x": x, "seed": 0} for x in range(8)], run_one)
+"""
+
+
+def test_the_same_sweep_in_two_processes_shares_the_points_and_keeps_every_row(tmp_path):
+    import subprocess
+    import sys
+
+    from sinelr.report import ResultsTable
+
+    script = tmp_path / "sweep.py"
+    script.write_text(_SHARED_SWEEP)
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path)]) for _ in range(2)]
+    (tmp_path / "go").touch()
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    ran = [line.split() for line in (tmp_path / "ran.txt").read_text().splitlines()]
+    assert sorted(int(x) for x, _ in ran) == list(range(8))  # every point ran exactly once
+    pids = {int(pid) for _, pid in ran}
+    assert pids == {p.pid for p in procs}  # and both processes ran some of them
+    rows = ResultsTable(tmp_path / "out" / "summary.csv", {"x": int, "seed": int, "y": float, "pid": int}, ["x", "seed"]).rows
+    assert sorted((r["x"], r["y"]) for r in rows) == [(x, x * 10.0) for x in range(8)]  # no row dropped
+    assert {(r["x"], r["pid"]) for r in rows} == {(int(x), int(pid)) for x, pid in ran}
+    assert (tmp_path / "out" / "summary.md").read_text() == "8 rows"
+    assert not (tmp_path / "out.lock").exists() and not list((tmp_path / "runs").glob("*/claim"))
+
+
+def test_a_point_claimed_by_a_live_process_is_left_to_it_and_a_dead_claim_is_taken_over(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from sinelr.sweep import Sweep, SweepSpec
+
+    spec = SweepSpec("t", {"x": int, "seed": int, "y": float}, ["x", "seed"])
+    sweep = Sweep(spec, {"a": 1}, tmp_path / "out", tmp_path / "runs", lambda rows, folder: None)
+    points = [{"x": x, "seed": 0} for x in range(2)]
+    claim = sweep.run_folder(points[1]) / "claim"
+    claim.parent.mkdir(parents=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        claim.write_text(str(sleeper.pid))
+        rows = sweep.run(points, lambda p, f: {"y": float(p["x"])})
+        assert [r["x"] for r in rows] == [0]
+        assert f"was being run by process {sleeper.pid}" in capsys.readouterr().out
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    rows = sweep.run(points, lambda p, f: {"y": float(p["x"])})  # the claimer died: the point is run here
+    assert sorted(r["x"] for r in rows) == [0, 1] and not claim.exists()

@@ -534,6 +534,7 @@ def run(config: Config) -> List[Dict[str, Any]]:
     sweep.check_settings(sweep.table())  # before the accelerator fixes this process's mixed precision
     session = _session(config, sorted({p["task"] for p in points}))
     one = functools.partial(run_one, config, session=session)
+    sweep.share = session.accelerator.num_processes == 1  # DDP processes run the same points in step
     todo = sweep.pending(sweep.table(), points)  # every process agrees on the points before rows are added
     session.accelerator.wait_for_everyone()
     if session.accelerator.is_main_process:

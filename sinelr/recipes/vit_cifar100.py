@@ -476,6 +476,7 @@ def run(config: Config) -> List[Dict[str, Any]]:
     if data is not None and len(data[0]) // c.batch_size < 1:
         raise ConfigError(f"the training set ({len(data[0])} images) is smaller than one batch ({c.batch_size})")
     sweep = Sweep(SweepSpec("vit", COLUMNS, KEY, **SPEC_ARGS), config_to_dict(c), Path(c.output_dir), Path(c.run_dir),
-                  lambda rows, folder: render(c, lrs, rows, folder), is_main=accelerator.is_main_process)
+                  lambda rows, folder: render(c, lrs, rows, folder), is_main=accelerator.is_main_process,
+                  share=accelerator.num_processes == 1)
     return sweep.run(grid(c), lambda p, f: run_one(c, lrs, data, accelerator, p, f, sweep.checkpoint_fingerprint(p)),
                      render_only=c.render_only)
