@@ -74,6 +74,9 @@ class SweepSpec:
     not_in_results: config keys that change no number (output/run folders, device, progress, ...);
     not_in_training: further keys that change the reported numbers but not the trained weights
     (evaluation settings): a point's checkpoint is reused across them, its row is not.
+    added_keys: keys added to the config after folders were written, each with the value that reproduces
+    the behaviour from before it existed: at that value the key is left out of the settings and of the
+    run-folder fingerprints, so older folders keep resuming and re-rendering.
     """
 
     name: str
@@ -82,6 +85,7 @@ class SweepSpec:
     grid_keys: Sequence[str] = ()
     not_in_results: Sequence[str] = ("output_dir", "run_dir", "device", "checkpoint_every", "progress")
     not_in_training: Sequence[str] = ()
+    added_keys: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if "seed" not in self.key:
@@ -250,6 +254,7 @@ class Sweep:
             if path.exists() and not path.is_dir():
                 raise ConfigError(f"{name} {str(path)!r} is an existing file, not a folder")
         excluded = set(self.spec.grid_keys) | set(self.spec.not_in_results)
+        excluded |= {k for k, v in self.spec.added_keys.items() if self.config.get(k, v) == v}
         self.results_settings = {**training_config(self.config, excluded), **_plain(self.extra)}
         self.training_settings = training_config(self.results_settings, self.spec.not_in_training)
         self.results_fingerprint = fingerprint_of(self.results_settings)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sinelr.cli import load_recipe, main
+from sinelr.report import ResultsConflictError
 from sinelr.data import DataNotFoundError
 from sinelr.data.llff import camera_rays, load_llff, ndc_rays
 from sinelr.layers import LowRankLinear, SineLowRankLinear
@@ -404,3 +405,33 @@ def test_omega_sweep_figure_has_one_curve_per_scene_and_rank_with_seed_error_bar
     assert sorted(drawn["series"]) == ["fern sine k=1", "flower sine k=1"]
     assert drawn["series"]["fern sine k=1"][100.0] == [21.0, 22.0]  # one value per seed: the spread is the bar
     assert drawn["hlines"] == {}  # two curves: no single low-rank reference
+
+
+def test_val_views_are_training_views_and_the_test_views_are_never_read(tmp_path, capsys):
+    data = _write_scene(tmp_path, n=17).parent.parent  # test views 0, 8, 16; 14 training views
+    scene = load_llff("tiny", data)
+    held = nerf_llff.hold_out_views(scene, 2)
+    assert scene.i_test == [0, 8, 16] and held.i_test == [4, 12]  # evenly spaced among the training views
+    assert sorted(held.i_train + held.i_test) == scene.i_train and not set(held.i_train) & set(held.i_test)
+    with pytest.raises(nerf_llff.ConfigError, match=r"val_views=14 leaves no training views: scene 'tiny' has 14"):
+        nerf_llff.hold_out_views(scene, 14)
+    # end to end: the rows are scored on the held-out views, and the summary says it is a tuning run
+    cfg = _tiny(tmp_path, data, methods=["full"], val_views=2, n_fine=0, omegas=[])
+    nerf_llff.run(cfg)
+    out = tmp_path / "results"
+    assert sorted(p.name for p in (out / "views").iterdir()) == ["tiny_full_view004.png"]
+    assert "scored on **2 validation views** held out of the training views" in (out / "summary.md").read_text()
+    assert json.loads((out / "settings.json").read_text())["settings"]["val_views"] == 2
+
+
+def test_a_folder_written_before_val_views_existed_still_resumes(tmp_path, capsys):
+    data = _write_scene(tmp_path).parent.parent
+    cfg = _tiny(tmp_path, data, methods=["full"], n_fine=0, omegas=[])
+    nerf_llff.run(cfg)
+    settings = json.loads((tmp_path / "results" / "settings.json").read_text())["settings"]
+    assert "val_views" not in settings  # at its old behaviour the key is not part of the settings
+    capsys.readouterr()
+    nerf_llff.run(cfg)
+    assert "1 of 1 points already in" in capsys.readouterr().out
+    with pytest.raises(ResultsConflictError, match=r"val_views: '<absent>' there, 2 now"):
+        nerf_llff.run(_tiny(tmp_path, data, methods=["full"], n_fine=0, omegas=[], val_views=2))

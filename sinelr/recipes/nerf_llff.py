@@ -74,6 +74,9 @@ class Config:
     mixed_precision: str = field(default="bf16", metadata={"help": "on GPU: bf16, fp16 or no (CPU: always fp32)"})
     checkpoint_every: int = field(default=0, metadata={"help": "steps between checkpoints (0 = only at the end)"})
     save_views: int = field(default=1, metadata={"help": "test views saved as PNG per run"})
+    val_views: int = field(default=0, metadata={
+        "help": "hold this many training views out (evenly spaced) and score on them instead of the test views, "
+                "which are then never read: the split for tuning (protocol step 2); 0 = train on all training views"})
     render_only: bool = field(default=False, metadata={"help": "train nothing: re-render summary.md and figures from summary.csv"})
     note: str = field(default="", metadata={"help": "a line printed at the top of summary.md"})
     protocol: List[str] = field(default_factory=list, metadata={
@@ -84,6 +87,7 @@ SPEC_ARGS = dict(
     grid_keys=("scene", "methods", "ranks", "omega", "omegas", "omega_sweep_ranks", "seeds", "render_only", "note",
                "protocol"),
     not_in_results=("output_dir", "run_dir", "data_dir", "device", "chunk", "checkpoint_every", "save_views"),
+    added_keys={"val_views": 0},
 )
 # The keys of an older (pre-runner) config.json that changed the numbers, checked before re-rendering it.
 LEGACY_KEYS = ("width", "depth", "pos_freqs", "dir_freqs", "n_coarse", "n_fine", "noise_std", "batch_rays", "steps",
@@ -100,6 +104,8 @@ def _validate(c: Config) -> Dict[str, float]:
     for name, values in (("scene", c.scene), ("ranks", c.ranks), ("seeds", c.seeds), ("omegas", c.omegas)):
         if len(set(values)) != len(values):
             raise ConfigError(f"{name} must not repeat, got {list(values)}")
+    if c.val_views < 0:
+        raise ConfigError(f"val_views must be >= 0, got {c.val_views}")
     for name in ("steps", "batch_rays", "downscale", "chunk", "width", "depth", "n_coarse", "lr_decay_steps"):
         if getattr(c, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(c, name)}")
@@ -303,7 +309,10 @@ def _header_lines(c: Config, rows: List[Dict[str, Any]], folder: Path, data_root
     lines = provenance_lines(folder) + [
         "- config: config.json (the settings every row shares: settings.json; an older folder has only config.json)",
         f"- dataset: LLFF {', '.join(scenes)}, {where} (images_8{f' / {c.downscale}' if c.downscale > 1 else ''}), "
-        f"every 8th view held out for test; data sha256 per scene: {', '.join(shas) or 'not recorded (older rows)'}",
+        + (f"every 8th view held out for test; scored on **{c.val_views} validation views** held out of the training "
+           "views (the test views are never read: a tuning run, not a result)" if c.val_views else
+           "every 8th view held out for test")
+        + f"; data sha256 per scene: {', '.join(shas) or 'not recorded (older rows)'}",
         f"- model: width {c.width}, depth {c.depth}, PE {c.pos_freqs}/{c.dir_freqs}, {c.n_coarse} coarse + {c.n_fine} "
         f"fine samples, {c.batch_rays} rays/step, {c.steps} steps, Adam lr {_lr_text(c)} (x0.1 per {c.lr_decay_steps} steps), sigma noise "
         f"{c.noise_std:g}, sine gain sqrt(in); output heads {'converted' if c.convert_heads else 'kept dense'}",
@@ -557,8 +566,21 @@ def _load_scenes(c: Config) -> Dict[str, Any]:
             raise ConfigError(f"downscale {c.downscale} leaves {scene.width}x{scene.height} pixels of scene {name!r} "
                              f"({w8}x{h8} in images_8); PSNR/SSIM need at least {MIN_SIDE}x{MIN_SIDE} pixels, so "
                              f"downscale must be <= {min(w8, h8) // MIN_SIDE}")
-        scenes[name] = scene
+        scenes[name] = hold_out_views(scene, c.val_views) if c.val_views else scene
     return scenes
+
+
+def hold_out_views(scene, n: int):
+    """The scene with `n` of its training views (evenly spaced) as the evaluation views and the rest for
+    training; its test views are dropped, so nothing tuned on it has seen them."""
+    import dataclasses
+
+    train = list(scene.i_train)
+    if n >= len(train):
+        raise ConfigError(f"val_views={n} leaves no training views: scene {scene.name!r} has {len(train)} "
+                         f"(and {len(scene.i_test)} test views, never used for validation)")
+    val = [train[int((j + 0.5) * len(train) / n)] for j in range(n)]
+    return dataclasses.replace(scene, i_train=[i for i in train if i not in val], i_test=val)
 
 
 def _check_render_settings(c: Config, sweep) -> None:
