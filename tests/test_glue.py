@@ -647,3 +647,32 @@ def test_glue_merge_unites_parts_of_the_same_settings_and_refuses_others(tmp_pat
         merge([str(tmp_path / "out2"), str(tmp_path / "a"), str(tmp_path / "c")])
     with pytest.raises(SystemExit, match="other settings"):
         merge([str(tmp_path / "out"), str(tmp_path / "c")])
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
+def test_a_full_fine_tune_trains_every_weight_once_per_task_and_seed_and_reloads_exactly(tmp_path, tiny_model,
+                                                                                        monkeypatch):
+    import sinelr.train
+
+    _synthetic_glue_data(tmp_path / "glue")
+    argv = ["--tasks", "rte", "--methods", "full", "lora", "--ranks", "1", "2", "--seeds", "0", "--batch-size", "8",
+            "--max-seq-len", "16", "--method-lr", "full=1e-4", "--data-dir", str(tmp_path),
+            "--run-dir", str(tmp_path / "runs")]
+    assert _cli(argv + ["--output-dir", str(tmp_path / "a")]) == 0
+    rows = {(r["method"], r["rank"]): r for r in _rows(tmp_path / "a")}
+    assert sorted(rows) == [("full", "0"), ("lora", "1"), ("lora", "2")]  # one full row, not one per rank
+    every = sum(p.numel() for p in sinelr.models.encoder_classifier.load_classifier(None, 2).parameters())
+    assert int(rows[("full", "0")]["trainable_params"]) == every  # every weight, head included
+    assert int(rows[("lora", "1")]["trainable_params"]) < every
+    (folder,) = [f for f in (tmp_path / "runs").iterdir() if "methodfull" in f.name]
+    assert (folder / "model" / "model.safetensors").is_file() and not (folder / "adapter").exists()
+    summary = (tmp_path / "a" / "summary.md").read_text()
+    assert "full (fine-tune, ceiling)" in summary and "rte full 0.0001" in summary
+
+    def boom(*a, **k):
+        raise AssertionError("trained again although only evaluation keys changed")
+
+    monkeypatch.setattr(sinelr.train, "train_loop", boom)
+    assert _cli(argv + ["--output-dir", str(tmp_path / "b"), "--eval-batch-size", "2"]) == 0
+    again = {(r["method"], r["rank"]): r for r in _rows(tmp_path / "b")}
+    assert again[("full", "0")]["metric"] == rows[("full", "0")]["metric"]  # the saved weights, reloaded

@@ -39,6 +39,8 @@ PAPER_AVERAGES = {1: (85.63, 85.95), 2: (85.99, 86.44), 4: (86.41, 87.14), 8: (8
 PAPER_DIFFS = {k: round(s - l, 2) for k, (l, s) in PAPER_AVERAGES.items()}
 TASK_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 SINE_OF = {"lora": "sine-lora", "dora": "sine-dora"}  # baseline method -> its sine variant
+FULL = "full"  # every weight of the model fine-tuned, no adapter: the ceiling of a task under its schedule
+GLUE_METHODS = (FULL,) + tuple(METHODS)
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"  # the checkout's configs/ (schedule files)
 DATA_WHAT = "the GLUE task folders (CoLA/, SST-2/, MRPC/, STS-B/, RTE/, ...)"
 
@@ -57,7 +59,7 @@ SPEC = SweepSpec(
 @dataclass
 class Config:
     tasks: List[str] = field(default_factory=lambda: ["rte"], metadata={"help": "GLUE tasks (cola sst2 mrpc stsb rte qnli qqp mnli wnli) or 'all' (every task folder present)"})
-    methods: List[str] = field(default_factory=lambda: ["lora", "sine-lora"], metadata={"help": "lora | sine-lora | dora | sine-dora"})
+    methods: List[str] = field(default_factory=lambda: ["lora", "sine-lora"], metadata={"help": "lora | sine-lora | dora | sine-dora | full (every weight fine-tuned: the task's ceiling; one row per task and seed, rank 0)"})
     ranks: List[int] = field(default_factory=lambda: [4], metadata={"help": "adapter ranks k"})
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "seeds (one fine-tune each)"})
     model: str = field(default=MINILM, metadata={"help": "local Hugging Face encoder folder, or 'minilm' for the bundled all-MiniLM-L6-v2"})
@@ -113,9 +115,9 @@ class Config:
 def _validate(config: Config) -> None:
     from sinelr.functional import check_gain, check_omega
 
-    if not config.methods or any(m not in METHODS for m in config.methods):
-        bad = [m for m in config.methods if m not in METHODS]
-        raise ConfigError(f"unknown method {bad[0] if bad else None!r}; expected one of {', '.join(METHODS)}")
+    if not config.methods or any(m not in GLUE_METHODS for m in config.methods):
+        bad = [m for m in config.methods if m not in GLUE_METHODS]
+        raise ConfigError(f"unknown method {bad[0] if bad else None!r}; expected one of {', '.join(GLUE_METHODS)}")
     for r in config.ranks:
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
             raise ConfigError(f"rank must be an integer >= 1, got {r!r}")
@@ -139,13 +141,13 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"learn_margin must be >= 0 (points), got {config.learn_margin}")
     if isinstance(config.val_fraction, bool) or not 0.0 <= config.val_fraction < 0.5:
         raise ConfigError(f"val_fraction must be a number in [0, 0.5), got {config.val_fraction!r}")
-    parse_assignments("method_lr", config.method_lr, METHODS)
+    parse_assignments("method_lr", config.method_lr, GLUE_METHODS)
 
 
 def learning_rate(config: Config, schedule: Dict[str, float], method: str) -> float:
     """The adapter's peak learning rate of `method` on a task: method_lr, else the task's schedule lr,
     else lr."""
-    return method_learning_rates(config.method_lr, METHODS, schedule.get("lr", config.lr))[method]
+    return method_learning_rates(config.method_lr, GLUE_METHODS, schedule.get("lr", config.lr))[method]
 
 
 def _data_root(config: Config) -> Path:
@@ -183,9 +185,12 @@ def grid(config: Config) -> List[Dict[str, Any]]:
     interrupted sweep leaves whole ranks done (every task and method of a rank) rather than whole tasks."""
     label, tasks = model_label(config.model), _tasks(config)
     omegas = [config.omega] + [w for w in config.omegas if w != config.omega]
-    return [{"model": label, "task": t, "method": m, "rank": k, "omega": w, "seed": s}
-            for k in config.ranks for s in config.seeds for t in tasks for m in config.methods
-            for w in (omegas if m.startswith("sine") else [None])]
+    adapters = [m for m in config.methods if m != FULL]
+    full = [{"model": label, "task": t, "method": FULL, "rank": 0, "omega": None, "seed": s}
+            for s in config.seeds for t in tasks] if FULL in config.methods else []
+    return full + [{"model": label, "task": t, "method": m, "rank": k, "omega": w, "seed": s}
+                   for k in config.ranks for s in config.seeds for t in tasks for m in adapters
+                   for w in (omegas if m.startswith("sine") else [None])]
 
 
 # ----------------------------------------------------------------------------------------- run_one
@@ -221,7 +226,8 @@ def evaluate(model, data: TaskData, pad_id: int, batch_size: int, device) -> Dic
 
 
 def _model_and_optimizer(config: Config, point: Dict[str, Any], data: TaskData, session: Session):
-    """The seeded classifier with the point's adapter, and AdamW over adapter (lr) and head (head_lr)."""
+    """The seeded classifier with the point's adapter (or, for `full`, every weight trainable), and AdamW
+    over adapter / encoder (lr) and head (head_lr)."""
     import torch
 
     from sinelr.models import encoder_classifier as ec
@@ -229,9 +235,12 @@ def _model_and_optimizer(config: Config, point: Dict[str, Any], data: TaskData, 
 
     seed_everything(point["seed"])  # also fixes the initialisation of the head and of the adapter's A
     base = ec.load_classifier(session.model_path, data.spec.num_labels, config.pooling)
-    alpha = config.lora_alpha if config.lora_alpha is not None else 2.0 * point["rank"]
-    model = ec.build_peft_model(base, point["method"], point["rank"], alpha, config.lora_dropout,
-                                point["omega"] or 0.0, config.gain)
+    if point["method"] == FULL:
+        model = base
+    else:
+        alpha = config.lora_alpha if config.lora_alpha is not None else 2.0 * point["rank"]
+        model = ec.build_peft_model(base, point["method"], point["rank"], alpha, config.lora_dropout,
+                                    point["omega"] or 0.0, config.gain)
     groups = ec.trainable_parameters(model, ec.head_modules(base))
     lr = learning_rate(config, data.schedule, point["method"])
     head_lr = config.head_lr if config.head_lr is not None else lr
@@ -289,7 +298,13 @@ def _train(config: Config, point: Dict[str, Any], folder: Path, data: TaskData, 
     info = {"trainable_params": trainable, "train_seconds": result.seconds, "steps": total,
             "final_loss": result.final_loss}
     if acc.is_main_process:
-        unwrapped.save_pretrained(str(folder / "adapter"))  # safetensors adapter + head
+        if point["method"] == FULL:
+            from safetensors.torch import save_model
+
+            (folder / "model").mkdir(exist_ok=True)
+            save_model(unwrapped, str(folder / "model" / "model.safetensors"))  # every weight, head included
+        else:
+            unwrapped.save_pretrained(str(folder / "adapter"))  # safetensors adapter + head
         write_json(folder / "train.json", info)
         if not config.keep_checkpoints:
             shutil.rmtree(ckpt, ignore_errors=True)
@@ -303,11 +318,18 @@ def _trained(config: Config, point: Dict[str, Any], folder: Path, data: TaskData
     from sinelr.models import encoder_classifier as ec
     from sinelr.train import seed_everything
 
-    if not (folder / "train.json").is_file() or not (folder / "adapter" / "adapter_config.json").is_file():
+    saved = folder / ("model/model.safetensors" if point["method"] == FULL else "adapter/adapter_config.json")
+    if not (folder / "train.json").is_file() or not saved.is_file():
         return None
     seed_everything(point["seed"])
     base = ec.load_classifier(session.model_path, data.spec.num_labels, config.pooling)
-    model = ec.load_peft_model(base, folder / "adapter").to(session.accelerator.device)
+    if point["method"] == FULL:
+        from safetensors.torch import load_model
+
+        load_model(base, str(saved))
+        model = base.to(session.accelerator.device)
+    else:
+        model = ec.load_peft_model(base, folder / "adapter").to(session.accelerator.device)
     return model, json.loads((folder / "train.json").read_text())
 
 
@@ -400,8 +422,10 @@ def _table_lines(cells, params: Dict[tuple, int], tasks: List[str], learned: Lis
                  baselines: Dict[str, float]) -> List[str]:
     head = {t: f"{t} ({get_task(t).metric_name})" + ("" if t in learned else " not learned") for t in tasks}
     out = [{"method": "majority class (chance)", **{t: f"{baselines[t]:.2f}" for t in tasks}}]
-    for (method, rank) in sorted(cells, key=lambda mk: (mk[1], METHODS.index(mk[0]))):
-        per_task, row = cells[(method, rank)], {"method": method, "k": rank, "params": f"{params[(method, rank)]:,}"}
+    for (method, rank) in sorted(cells, key=lambda mk: (mk[1], GLUE_METHODS.index(mk[0]))):
+        per_task, row = cells[(method, rank)], {"method": method + (" (fine-tune, ceiling)" if method == FULL else ""),
+                                                "k": rank if method != FULL else "all",
+                                                "params": f"{params[(method, rank)]:,}"}
         row.update({t: "{:.2f} +- {:.2f}".format(*mean_std(list(per_task[t].values()))) if t in per_task else "n/a"
                     for t in tasks})
         per_seed = list(_seed_averages(per_task, learned).values())
