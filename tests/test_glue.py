@@ -498,6 +498,23 @@ def test_a_task_no_method_learns_is_excluded_from_averages_and_verdicts(tmp_path
     assert "No comparison: no task was learned." in (tmp_path / "out" / "summary.md").read_text()  # CoLA 44.5 < bar 50
 
 
+def test_the_protocol_checks_are_stated_at_the_top_with_their_numbers(tmp_path, shared_data):
+    _write_summary(tmp_path / "out", _tab3_rows(rte_flat=52.0))
+    argv = ["--tasks", "cola", "rte", "--ranks", "4", "8", "--omega", "50", "--render-only", "true",
+            "--method-lr", "sine-lora=1e-3", "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]
+    assert _cli(argv) == 0
+    md = (tmp_path / "out" / "summary.md").read_text()
+    checks = md[md.index("## Protocol checks"):md.index("Metrics in percent")]
+    assert "plateau (budget doubling per task) and LR / omega grid: not stated for this run" in checks
+    # best seed mean per task: CoLA lora k=8 seeds 48, 49 -> 48.5 at omega 50 + 1 = 49.50 (sine-lora k=8)
+    assert "cola 49.50 (sine-lora k=8; majority / chance 0.00, bar 20): learned" in checks
+    assert "rte 52.00" in checks and "majority / chance 52.71, bar 58): NOT learned" in checks
+    assert "learning rates used: cola lora 0.003; cola sine-lora 0.001" in checks
+    assert "- seeds: [0, 1]; verdicts pair runs by seed" in checks and md.count("- seeds:") == 1
+    assert _cli(argv + ["--protocol", "plateau: LoRA k=8 5 -> 10 epochs +0.4 (cola)"]) == 0
+    assert "- plateau: LoRA k=8 5 -> 10 epochs +0.4 (cola)" in (tmp_path / "out" / "summary.md").read_text()
+
+
 def test_render_only_reproduces_the_committed_meanpool_summary(tmp_path, shared_data):
     import shutil
 

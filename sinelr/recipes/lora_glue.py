@@ -49,7 +49,7 @@ SPEC = SweepSpec(
     grid_keys=("tasks", "methods", "ranks", "seeds", "omega", "omegas"),
     # keys that change no number of any row: folders, device, progress/checkpoint cadence, summary layout
     not_in_results=("output_dir", "run_dir", "data_dir", "device", "checkpoint_every", "keep_checkpoints",
-                    "render_only", "note", "learn_margin", "learn_bars", "plot_task", "plot_rank"),
+                    "render_only", "note", "protocol", "learn_margin", "learn_bars", "plot_task", "plot_rank"),
     # evaluation-only keys (the config's and the schedule's dev rows, the eval batch): the training
     # checkpoint is shared across them, the rows are not
     not_in_training=("dev_max", "dev_rows", "eval_batch_size"),
@@ -101,6 +101,9 @@ class Config:
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the trainer checkpoints of finished runs (adapters are always kept)"})
     render_only: bool = field(default=False, metadata={"help": "train nothing: re-render summary.md and the plot from the rows in summary.csv"})
     note: str = field(default="", metadata={"help": "a line printed at the top of summary.md"})
+    protocol: List[str] = field(default_factory=list, metadata={
+        "help": "protocol facts measured elsewhere (doubling check per task, LR / omega grid), one line each, "
+                "shown under 'Protocol checks' at the top"})
     # A task that no method learns (e.g. CoLA at MCC 0) would only add noise to the averages.
     learn_margin: float = field(default=2.0, metadata={"help": "a task counts in averages and verdicts only when some method's seed mean beats the task's majority-class (chance) dev score by this many points"})
     # The bars of issue 14 step 1 (LoRA k=8 with all-MiniLM-L6-v2 must reach them for a task to be evidence).
@@ -390,7 +393,6 @@ def _header_lines(config: Config, rows, folder: Path, tasks: List[str]) -> List[
     lines += [f"**{config.note}**", ""] if config.note else []
     lines += provenance_lines(folder) + ["- the whole sweep: `scripts/glue_sweep.sh` (see docs/glue.md)",
         f"- config: config.json and {settings} in this folder; schedule `{config.schedule}`",
-        "- seeds: " + seeds_text(rows),
         f"- data: GLUE train/dev TSV files in `{_data_root(config)}` (metric per task: "
         + ", ".join(f"{t} {get_task(t).metric_name}" for t in tasks) + ")",
         f"- sine methods: omega = {config.omega:g}, gain = {'sqrt(in_features)' if config.gain is None else config.gain}; "
@@ -408,6 +410,27 @@ def _header_lines(config: Config, rows, folder: Path, tasks: List[str]) -> List[
                         "task's training rows is held out (and not trained on); every score below is on those rows "
                         "(a tuning run: the dev set, our test set, is not read)"]
     return lines
+
+
+def _protocol_lines(config: Config, rows, cells, tasks: List[str], learned: List[str],
+                    baselines: Dict[str, float], bars: Dict[str, float]) -> List[str]:
+    """The four checks of shared/EVIDENCE.md, with numbers: what this folder measures (every task learns,
+    learning rates, seeds) and what was measured elsewhere (config.protocol)."""
+    lines = ["## Protocol checks (shared/EVIDENCE.md)", ""]
+    lines += [f"- {p}" for p in config.protocol] or [
+        "- plateau (budget doubling per task) and LR / omega grid: not stated for this run"]
+    best = {}
+    for t in tasks:
+        means = [(mean_std(list(c[t].values()))[0], f"{m} k={k}" if m != FULL else m)
+                 for (m, k), c in cells.items() if t in c]
+        best[t] = max(means) if means else None
+    parts = [f"{t} {best[t][0]:.2f} ({best[t][1]}; majority / chance {baselines[t]:.2f}"
+             + (f", bar {bars[t]:g}" if t in bars else "") + f"): {'learned' if t in learned else 'NOT learned'}"
+             for t in tasks if best[t] is not None]
+    lines.append("- every task learns (best seed mean): " + ("; ".join(parts) or "no rows"))
+    lines.append("- " + _lr_text(config, _schedules(config), tasks).replace("lr ", "learning rates used: ", 1))
+    lines.append("- seeds: " + seeds_text(rows) + "; verdicts pair runs by seed")
+    return lines + [""]
 
 
 def _lr_text(config: Config, schedules: Dict[str, Dict[str, float]], tasks: List[str]) -> str:
@@ -501,7 +524,8 @@ def render(config: Config, rows: List[Dict[str, Any]], folder: Path) -> None:
     baselines = _baselines(config, tasks)
     bars = parse_assignments("learn_bars", config.learn_bars, TASK_ORDER)
     learned = _learned(cells, tasks, baselines, config.learn_margin, bars)
-    lines = _header_lines(config, main, folder, tasks) + [
+    lines = _header_lines(config, main, folder, tasks) + _protocol_lines(config, main, cells, tasks, learned,
+                                                                        baselines, bars) + [
         "Metrics in percent, mean +- std over seeds. The first row is each task's majority-class score "
         "(chance: MCC 0, Pearson 0) on the dev rows evaluated; a task counts in Avg and the verdicts only when "
         f"some method's mean beats it by at least {config.learn_margin:g} points and reaches the task's bar "
