@@ -367,3 +367,26 @@ def test_paper_config_vit_s_cifar100_builds_and_takes_one_training_step():
     before = sine[0].U.detach().clone()
     optimizer.step()
     assert not torch.equal(before, sine[0].U.detach())
+
+
+def test_omega_sweep_pairs_each_omega_with_low_rank_and_draws_error_bars(tmp_path):
+    from sinelr.cli import load_recipe
+
+    recipe = load_recipe("vit")
+    c = recipe.Config(output_dir=str(tmp_path), dataset="fashion_mnist", omega=500.0, omegas=[100.0, 1000.0])
+    rows = []
+    for seed in (0, 1, 2):
+        base = dict(config="t", dataset="fashion_mnist", rank=1, seed=seed, params=10, compression=0.5, epochs=1.0,
+                    eval_split="test", model_bytes=100)
+        rows.append({**base, "method": "lowrank", "omega": None, "top1": 80.0 + seed, "train_loss": 1.0})
+        for w, gain in ((100.0, 1.0), (500.0, 2.0), (1000.0, -1.0)):
+            rows.append({**base, "method": "sine", "omega": w, "top1": 80.0 + seed + gain + 0.1 * seed,
+                         "train_loss": 0.9})
+    recipe.render(c, {"full": 1e-3, "lowrank": 1e-3, "sine": 1e-3}, rows, tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    section = md[md.index("## omega sweep at k = 1"):]
+    # per-seed differences 1.0, 1.1, 1.2 at omega 100: mean 1.10, t(2) 4.303 * 0.1 / sqrt(3) = 0.248
+    assert "| 100 | 82.10 ± 1.10 (n=3) | 0.90 ± 0.00 (n=3) | +1.10 [+0.85, +1.35] (3 seeds) | sine better |" in section
+    assert "| 1000 | 80.10 ± 1.10 (n=3) |" in section and "low-rank better" in section
+    assert "Low-rank k = 1 (no omega): 81.00 ± 1.00 (n=3)" in section
+    assert (tmp_path / "omega_sweep_k1.png").is_file() and "![omega sweep](omega_sweep_k1.png)" in section

@@ -408,22 +408,40 @@ def render(c: Config, lrs: Dict[str, float], rows: List[Dict[str, Any]], folder:
                               "low-rank train loss", "sine train loss", "paper low-rank", "paper sine"]), ""]
     if comps:
         lines += ["Sine minus low-rank top-1 (points), paired by seed:", "", verdict_lines(comps, "rank k", ranks), ""]
-    lines += _omega_lines(c, rows)
+    lines += _omega_lines(c, rows, folder)
     _plot(folder / "accuracy_vs_params.png", table, rows, dataset, c.omega)
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
 
 
-def _omega_lines(c: Config, rows: List[Dict[str, Any]]) -> List[str]:
-    from sinelr.report import markdown_table
+def _omega_lines(c: Config, rows: List[Dict[str, Any]], folder: Optional[Path] = None) -> List[str]:
+    """Tab. 5: sine top-1 per omega at omega_sweep_rank, each paired by seed with low-rank at that rank;
+    with `folder`, the figure (mean +- std over seeds, low-rank as a reference band)."""
+    from sinelr.report import markdown_table, plot_mean_std
+    from sinelr.stats import paired_comparison
 
     k = c.omega_sweep_rank
     ws = sorted({r["omega"] for r in rows if r["method"] == "sine" and r["rank"] == k})
     if len(ws) < 2:
         return []
-    tab = [{"omega": f"{w:g}", "top1": _cell(_by_seed(rows, "sine", k, w)),
-            "loss": _cell(_by_seed(rows, "sine", k, w, "train_loss"))} for w in ws]
-    return [f"## omega sweep at k = {k} (paper Tab. 5: peak {PAPER_OMEGA_K1[1]} at omega = {PAPER_OMEGA_K1[0]} on CIFAR-100)",
-            "", markdown_table(tab, ["omega", "top1", "loss"], ["omega", "sine top-1", "train loss"]), ""]
+    low = _by_seed(rows, "lowrank", k, None)
+    tab = []
+    for w in ws:
+        sine = _by_seed(rows, "sine", k, w)
+        comp = paired_comparison(low, sine, "low-rank", "sine") if low else None
+        tab.append({"omega": f"{w:g}", "top1": _cell(sine), "loss": _cell(_by_seed(rows, "sine", k, w, "train_loss")),
+                    "diff": comp.interval_text() if comp else "n/a", "verdict": comp.verdict if comp else ""})
+    lines = [f"## omega sweep at k = {k} (paper Tab. 5: peak {PAPER_OMEGA_K1[1]} at omega = {PAPER_OMEGA_K1[0]} on CIFAR-100)",
+             "", f"Low-rank k = {k} (no omega): {_cell(low)}; sine - low-rank is paired by seed.", "",
+             markdown_table(tab, ["omega", "top1", "loss", "diff", "verdict"],
+                            ["omega", "sine top-1", "train loss", f"sine - low-rank k={k}: mean [95% t-interval]",
+                             "verdict"]), ""]
+    if folder is not None:
+        series = {f"sine k={k}": {w: list(_by_seed(rows, "sine", k, w).values()) for w in ws}}
+        path = plot_mean_std(folder / f"omega_sweep_k{k}.png", series, "omega", "top-1 (%)",
+                             f"{c.name}: omega sweep at k = {k} (mean +- std over seeds)", logx=True,
+                             hlines={f"low-rank k={k}": list(low.values())} if low else None)
+        lines[-1:-1] = ["", f"![omega sweep]({path.name})"]
+    return lines
 
 
 def _plot(path: Path, table: List[Dict[str, Any]], rows: List[Dict[str, Any]], dataset: str, omega: float) -> None:
