@@ -204,6 +204,21 @@ class _FolderLock:
         self.file.release()
 
 
+def _merge_runs(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """provenance.json's runs with the entries of one (command, git sha) united in the first one (their
+    points concatenated, the latest date kept): two processes sharing a sweep alternate their rows."""
+    merged: Dict[tuple, Dict[str, Any]] = {}
+    for r in runs:
+        key = (r.get("command"), r.get("git_sha"))
+        if key in merged:
+            first = merged[key]
+            first["points"] = list(first.get("points", [])) + list(r.get("points", []))
+            first["date"] = max(str(first.get("date", "")), str(r.get("date", "")))
+        else:
+            merged[key] = dict(r)
+    return list(merged.values())
+
+
 def publish_folder(folder: os.PathLike, write: Callable[[Path], None]) -> None:
     """Apply `write(staging)` to a copy of `folder` and swap it in; `folder` never holds a partial update."""
     folder = Path(folder)
@@ -414,11 +429,13 @@ class Sweep:
             write_json(folder / "config.json", _plain(self.config))
             log_path = folder / "provenance.json"
             log = json.loads(log_path.read_text()) if log_path.is_file() else {}
-            runs = log.get("runs", []) if isinstance(log.get("runs"), list) else []
-            if not runs or runs[-1].get("command") != prov["command"] or runs[-1].get("git_sha") != prov["git_sha"]:
+            runs = _merge_runs(log.get("runs", []) if isinstance(log.get("runs"), list) else [])
+            same = [r for r in runs if (r.get("command"), r.get("git_sha")) == (prov["command"], prov["git_sha"])]
+            if not same:  # processes sharing the points add to one entry, however their rows interleave
                 runs.append({**prov, "points": []})
-            runs[-1]["points"] = runs[-1]["points"] + [{k: p[k] for k in self.spec.key} for p in points]
-            runs[-1]["date"] = prov["date"]
+            run = same[0] if same else runs[-1]
+            run["points"] = run["points"] + [{k: p[k] for k in self.spec.key} for p in points]
+            run["date"] = prov["date"]
             write_json(log_path, {**{k: v for k, v in prov.items()}, "runs": runs})
             self.render(table.rows, folder)
 

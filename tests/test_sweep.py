@@ -300,6 +300,18 @@ def test_the_same_sweep_in_two_processes_shares_the_points_and_keeps_every_row(t
     assert {(r["x"], r["pid"]) for r in rows} == {(int(x), int(pid)) for x, pid in ran}
     assert (tmp_path / "out" / "summary.md").read_text() == "8 rows"
     assert not (tmp_path / "out.lock").exists() and not list((tmp_path / "runs").glob("*/claim"))
+    (run,) = json.loads((tmp_path / "out" / "provenance.json").read_text())["runs"]  # one command: one entry
+    assert sorted(q["x"] for q in run["points"]) == list(range(8))
+
+
+def test_interleaved_provenance_entries_of_one_command_are_united():
+    from sinelr.sweep import _merge_runs
+
+    a = {"command": "c", "git_sha": "1", "date": "t1", "points": [{"x": 0}]}
+    b = {"command": "c", "git_sha": "2", "date": "t2", "points": [{"x": 1}]}
+    runs = _merge_runs([a, b, {**a, "date": "t3", "points": [{"x": 2}]}, {**b, "date": "t4", "points": [{"x": 3}]}])
+    assert [(r["git_sha"], r["date"], [q["x"] for q in r["points"]]) for r in runs] == [
+        ("1", "t3", [0, 2]), ("2", "t4", [1, 3])]
 
 
 def test_a_point_claimed_by_a_live_process_is_left_to_it_and_a_dead_claim_is_taken_over(tmp_path, capsys):
