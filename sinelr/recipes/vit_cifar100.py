@@ -438,7 +438,7 @@ def _omega_lines(c: Config, rows: List[Dict[str, Any]], folder: Optional[Path] =
     if folder is not None:
         series = {f"sine k={k}": {w: list(_by_seed(rows, "sine", k, w).values()) for w in ws}}
         path = plot_mean_std(folder / f"omega_sweep_k{k}.png", series, "omega", "top-1 (%)",
-                             f"{c.name}: omega sweep at k = {k} (mean +- std over seeds)", logx=True,
+                             f"{c.name}\nomega sweep at k = {k}, mean +- std over seeds", logx=True,
                              hlines={f"low-rank k={k}": list(low.values())} if low else None)
         lines[-1:-1] = ["", f"![omega sweep]({path.name})"]
     return lines
