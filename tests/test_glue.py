@@ -175,7 +175,8 @@ def test_typed_reload_of_committed_glue_summaries():
         rows = ResultsTable(folder / "summary.csv", RESULT_COLUMNS, RESULT_KEY).rows
         assert rows and all(isinstance(r["rank"], int) and isinstance(r["seed"], int) for r in rows)
         assert all(isinstance(r["metric"], float) and isinstance(r["trainable_params"], int) for r in rows)
-        assert all(r["omega"] is None if r["method"] == "lora" else isinstance(r["omega"], float) for r in rows)
+        assert all(isinstance(r["omega"], float) if r["method"].startswith("sine") else r["omega"] is None for r in rows)
+        assert all((r["rank"] == 0) == (r["method"] == "full") for r in rows)  # a full fine-tune has no rank
         header = (folder / "summary.csv").read_text().splitlines()[0].split(",")
         if "steps" in header:  # tables of the sweep runner: every column measured
             assert all(isinstance(r["steps"], int) for r in rows)
