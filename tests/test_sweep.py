@@ -274,6 +274,7 @@ def run_one(point, folder):
         fh.write("%d %d\\n" % (point["x"], os.getpid()))
     time.sleep(0.4)
     return {"y": point["x"] * 10.0, "pid": os.getpid()}
+(tmp / ("ready%d" % os.getpid())).touch()  # imported: wait until both processes are
 while not (tmp / "go").exists():
     time.sleep(0.01)
 Sweep(spec, {"a": 1}, tmp / "out", tmp / "runs", render).run([{"x": x, "seed": 0} for x in range(8)], run_one)
@@ -288,7 +289,12 @@ def test_the_same_sweep_in_two_processes_shares_the_points_and_keeps_every_row(t
 
     script = tmp_path / "sweep.py"
     script.write_text(_SHARED_SWEEP)
+    import time
+
     procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path)]) for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready*"))) < 2 and time.monotonic() < deadline:  # both past their imports
+        time.sleep(0.05)
     (tmp_path / "go").touch()
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     ran = [line.split() for line in (tmp_path / "ran.txt").read_text().splitlines()]
