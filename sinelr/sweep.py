@@ -430,10 +430,11 @@ class Sweep:
             log_path = folder / "provenance.json"
             log = json.loads(log_path.read_text()) if log_path.is_file() else {}
             runs = _merge_runs(log.get("runs", []) if isinstance(log.get("runs"), list) else [])
-            same = [r for r in runs if (r.get("command"), r.get("git_sha")) == (prov["command"], prov["git_sha"])]
-            if not same:  # processes sharing the points add to one entry, however their rows interleave
-                runs.append({**prov, "points": []})
-            run = same[0] if same else runs[-1]
+            key = (prov["command"], prov["git_sha"])  # processes sharing the points add to one entry
+            run = next((r for r in runs if (r.get("command"), r.get("git_sha")) == key), None)
+            if run is None:
+                run = {**prov, "points": []}
+                runs.append(run)
             run["points"] = run["points"] + [{k: p[k] for k in self.spec.key} for p in points]
             run["date"] = prov["date"]
             write_json(log_path, {**{k: v for k, v in prov.items()}, "runs": runs})

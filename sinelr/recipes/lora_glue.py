@@ -376,13 +376,19 @@ def _baselines(config: Config, tasks: List[str]) -> Dict[str, float]:
             for t in tasks}
 
 
+def _best(cells, tasks: List[str]) -> Dict[str, Optional[tuple]]:
+    """Per task, the highest seed mean of any (method, rank) as (mean, 'method k=rank'), or None."""
+    return {t: max(((mean_std(list(c[t].values()))[0], f"{m} k={k}" if m != FULL else m)
+                    for (m, k), c in cells.items() if t in c), default=None) for t in tasks}
+
+
 def _learned(cells, tasks: List[str], baselines: Dict[str, float], margin: float,
              bars: Dict[str, float]) -> List[str]:
     """The tasks where some (method, rank) seed mean beats the baseline by at least `margin` points and
     reaches the task's bar (when it has one)."""
-    best = {t: max((mean_std(list(c[t].values()))[0] for c in cells.values() if t in c), default=-math.inf)
-            for t in tasks}
-    return [t for t in tasks if best[t] >= max(baselines[t] + margin, bars.get(t, -math.inf))]
+    best = _best(cells, tasks)
+    return [t for t in tasks if best[t] is not None
+            and best[t][0] >= max(baselines[t] + margin, bars.get(t, -math.inf))]
 
 
 def _header_lines(config: Config, rows, folder: Path, tasks: List[str]) -> List[str]:
@@ -419,11 +425,7 @@ def _protocol_lines(config: Config, rows, cells, tasks: List[str], learned: List
     lines = ["## Protocol checks (shared/EVIDENCE.md)", ""]
     lines += [f"- {p}" for p in config.protocol] or [
         "- plateau (budget doubling per task) and LR / omega grid: not stated for this run"]
-    best = {}
-    for t in tasks:
-        means = [(mean_std(list(c[t].values()))[0], f"{m} k={k}" if m != FULL else m)
-                 for (m, k), c in cells.items() if t in c]
-        best[t] = max(means) if means else None
+    best = _best(cells, tasks)
     parts = [f"{t} {best[t][0]:.2f} ({best[t][1]}; majority / chance {baselines[t]:.2f}"
              + (f", bar {bars[t]:g}" if t in bars else "") + f"): {'learned' if t in learned else 'NOT learned'}"
              for t in tasks if best[t] is not None]

@@ -424,9 +424,9 @@ def _omega_lines(c: Config, rows: List[Dict[str, Any]], folder: Optional[Path] =
     if len(ws) < 2:
         return []
     low = _by_seed(rows, "lowrank", k, None)
+    sine_at = {w: _by_seed(rows, "sine", k, w) for w in ws}
     tab = []
-    for w in ws:
-        sine = _by_seed(rows, "sine", k, w)
+    for w, sine in sine_at.items():
         comp = paired_comparison(low, sine, "low-rank", "sine") if low else None
         tab.append({"omega": f"{w:g}", "top1": _cell(sine), "loss": _cell(_by_seed(rows, "sine", k, w, "train_loss")),
                     "diff": comp.interval_text() if comp else "n/a", "verdict": comp.verdict if comp else ""})
@@ -436,7 +436,7 @@ def _omega_lines(c: Config, rows: List[Dict[str, Any]], folder: Optional[Path] =
                             ["omega", "sine top-1", "train loss", f"sine - low-rank k={k}: mean [95% t-interval]",
                              "verdict"]), ""]
     if folder is not None:
-        series = {f"sine k={k}": {w: list(_by_seed(rows, "sine", k, w).values()) for w in ws}}
+        series = {f"sine k={k}": {w: list(sine.values()) for w, sine in sine_at.items()}}
         path = plot_mean_std(folder / f"omega_sweep_k{k}.png", series, "omega", "top-1 (%)",
                              f"{c.name}\nomega sweep at k = {k}, mean +- std over seeds", logx=True,
                              hlines={f"low-rank k={k}": list(low.values())} if low else None)
