@@ -320,6 +320,25 @@ def test_tasks_all_takes_every_task_folder_and_a_new_seed_runs_alone(tmp_path, t
         ("cola", "0"), ("cola", "1"), ("rte", "0"), ("rte", "1")]
 
 
+@pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
+def test_peers_train_at_their_own_ranks_beside_lora_and_bad_method_ranks_are_refused(tmp_path, tiny_model,
+                                                                                        capsys):
+    _synthetic_glue_data(tmp_path / "glue")
+    argv = ["--tasks", "rte", "--methods", "lora", "vera", "hira", "--ranks", "2", "--method-rank", "vera=20",
+            "vera=40", "--seeds", "0", "--batch-size", "8", "--max-seq-len", "16", "--data-dir", str(tmp_path),
+            "--output-dir", str(tmp_path / "out"), "--run-dir", str(tmp_path / "runs")]
+    assert _cli(argv) == 0
+    rows = {(r["method"], r["rank"]): int(r["trainable_params"]) for r in _rows(tmp_path / "out")}
+    # hira takes `ranks`, vera its own; the 16-wide tiny BERT: 2 layers x (query, value), head 16 x 2 + 2
+    head = 16 * 2 + 2
+    assert rows == {("lora", "2"): 4 * 2 * 32 + head, ("hira", "2"): 4 * 2 * 32 + head,
+                    ("vera", "20"): 4 * (20 + 16) + head, ("vera", "40"): 4 * (40 + 16) + head}
+    for bad, message in ((["vera=2.5"], "vera must be an integer rank"), (["vera=0"], "vera must be finite and > 0"),
+                         (["full=4"], "method_rank items must look like")):
+        assert _cli(argv[:9] + bad + argv[11:]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_validation_split_is_fixed_disjoint_and_replaces_dev(tmp_path):
     rows = list(range(200))
     train, val = split_train(rows, 0.1)
@@ -481,6 +500,31 @@ def test_summary_md_has_the_tab3_layout_verdicts_and_omega_plot(tmp_path, shared
     assert (tmp_path / "out" / "omega_cola_r4.png").is_file() and "| 200 | 47.50 +- 0.71 (2) |" in md
 
 
+def test_each_peer_is_paired_with_lora_and_sine_lora_at_the_nearest_parameter_count(tmp_path, shared_data):
+    rows = [r for r in _tab3_rows() if r["omega"] != 200.0]
+    for r in rows:
+        r["trainable_params"] = 100 * r["rank"]  # LoRA k=4: 400, k=8: 800
+    for task, base in (("cola", 40.0), ("rte", 60.0)):  # vera 2 points above LoRA k=4, hira 1 below LoRA k=8
+        for seed in (0, 1):
+            rows.append(dict(model="m", task=task, method="vera", rank=2688, omega="", seed=seed,
+                             trainable_params=450, metric_name="x", metric=base + 4 + seed + 2.0))
+            rows.append(dict(model="m", task=task, method="hira", rank=8, omega="", seed=seed,
+                             trainable_params=800, metric_name="x", metric=base + 8 + seed - 1.0))
+    _write_summary(tmp_path / "out", rows)
+    assert _cli(["--tasks", "cola", "rte", "--methods", "lora", "sine-lora", "hira", "vera", "--ranks", "4", "8",
+                 "--method-rank", "vera=2688", "--omega", "50", "--render-only", "true",
+                 "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "summary.md").read_text()
+    peers = md[md.index("## High-rank PEFT peers"):]
+    assert "| hira r=8 (800 params) vs k=8 (800) | 2 | -1.00 [-1.00, -1.00] (2 seeds) | LoRA better |" in peers
+    assert "| vera r=2688 (450 params) vs k=4 (400) | 2 | +2.00 [+2.00, +2.00] (2 seeds) | peer better |" in peers
+    # sine-LoRA is 1 point above LoRA at each k: +2 over hira k=8, -1 against vera
+    sine = peers[peers.index("peer vs sine-LoRA"):]
+    assert "| hira r=8 (800 params) vs k=8 (800) | 2 | +2.00 [+2.00, +2.00] (2 seeds) | sine-LoRA better |" in sine
+    assert "| vera r=2688 (450 params) vs k=4 (400) | 2 | -1.00 [-1.00, -1.00] (2 seeds) | peer better |" in sine
+    assert "| vera | 2688 | 450 |" in md
+
+
 def test_a_task_no_method_learns_is_excluded_from_averages_and_verdicts(tmp_path, shared_data):
     # RTE at 52.0 for every method, rank and seed: below its dev majority class (52.71 + 2 points)
     _write_summary(tmp_path / "out", _tab3_rows(rte_flat=52.0))
@@ -566,6 +610,54 @@ def test_every_method_adapts_query_value_and_trains_the_head_of_a_tiny_bert(meth
         build_peft_model(base, "qlora", rank=2, alpha=4.0, dropout=0.0, omega=50.0, gain=None)
 
 
+@pytest.mark.parametrize("method, rank, per_layer", [
+    ("hira", 2, 2 * (16 + 16)),        # B (16 x r) and A (r x 16), as LoRA
+    ("randlora", 2, 2 * 8 + 8 * 16),   # 16 / r = 8 frozen bases: lambda (r x 8) and gamma (8 x 16)
+    ("vera", 40, 40 + 16),             # d (r) and b (out); r may exceed the layer's width
+])
+def test_each_peer_adapts_only_query_value_with_its_parameter_count_and_learns(method, rank, per_layer):
+    """The high-rank PEFT peers of issue 14 step 4: trainable numbers per adapted layer by each method's formula,
+    nothing outside query/value and the head, and a gradient step that changes the output."""
+    pytest.importorskip("transformers")
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from sinelr.models.encoder_classifier import build_peft_model
+
+    torch.manual_seed(0)
+    base = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                                    num_attention_heads=2, intermediate_size=32, num_labels=3))
+    model = build_peft_model(base, method, rank=rank, alpha=4.0, dropout=0.0, omega=50.0, gain=None)
+    adapter = {n: p for n, p in model.named_parameters() if p.requires_grad and "classifier" not in n}
+    assert adapter and all(".query." in n or ".value." in n for n in adapter), sorted(adapter)
+    assert sum(p.numel() for p in adapter.values()) == 2 * 2 * per_layer  # 2 layers x (query, value)
+    assert any("classifier" in n for n, p in model.named_parameters() if p.requires_grad)
+    ids, labels = torch.randint(0, 50, (4, 5)), torch.tensor([0, 2, 1, 0])
+    model.eval()
+    before = model(input_ids=ids).logits.detach()
+    opt = torch.optim.Adam(list(adapter.values()), lr=0.05)  # steps of ~lr whatever the gradient's scale
+    model(input_ids=ids, labels=labels).loss.backward()
+    assert all(p.grad is not None for p in adapter.values())  # (zero for A under a zero-init B, as in LoRA)
+    opt.step()
+    assert not torch.allclose(model(input_ids=ids).logits, before)
+
+
+def test_a_peer_rank_above_the_layer_width_is_refused_except_for_vera():
+    pytest.importorskip("transformers")
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from sinelr.errors import ConfigError
+    from sinelr.models.encoder_classifier import build_peft_model
+
+    def base():
+        return BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                        num_attention_heads=2, intermediate_size=32))
+    for method in ("hira", "randlora", "lora"):
+        with pytest.raises(ConfigError, match="rank 17 is larger than min\\(out, in\\) = 16 of the adapted layer"):
+            build_peft_model(base(), method, rank=17, alpha=4.0, dropout=0.0, omega=50.0, gain=None)
+    build_peft_model(base(), "vera", rank=17, alpha=4.0, dropout=0.0, omega=50.0, gain=None)
+
+
 def _tiny_bert_encoder():
     import torch
     from transformers import BertConfig, BertModel
@@ -599,7 +691,7 @@ def test_mean_pool_classifier_shapes_losses_and_padding_invariance(num_labels):
         MeanPoolClassifier(_tiny_bert_encoder(), 0)
 
 
-@pytest.mark.parametrize("method", ["lora", "sine-lora"])
+@pytest.mark.parametrize("method", ["lora", "sine-lora", "hira", "randlora", "vera"])
 def test_mean_pool_adapter_save_load_round_trip_includes_the_head(method, tmp_path):
     pytest.importorskip("transformers")
     if method.startswith("sine") and not HAS_SINE_PEFT:
@@ -612,8 +704,8 @@ def test_mean_pool_adapter_save_load_round_trip_includes_the_head(method, tmp_pa
     model = build_peft_model(MeanPoolClassifier(_tiny_bert_encoder(), 2), method, rank=2, alpha=4.0, dropout=0.0,
                              omega=50.0, gain=None)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert any("query.lora_A" in n for n in names) and any("value.lora_B" in n for n in names)
-    assert any("classifier" in n for n in names) and not any("key.lora" in n for n in names)
+    assert any(".query." in n for n in names) and any(".value." in n for n in names)
+    assert any("classifier" in n for n in names) and not any(".key." in n for n in names)
     with torch.no_grad():  # move adapter and head away from their initialisation
         for p in model.parameters():
             if p.requires_grad:

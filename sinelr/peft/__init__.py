@@ -15,8 +15,9 @@ from .layer import SineLoraLinear  # noqa: E402
 from .model import SineLoraModel  # noqa: E402
 from .variants import SineDoraLinearVariant  # noqa: E402
 from . import _registry  # noqa: E402
-# Re-exported so that recipes reach PEFT only through sinelr.peft (plain LoRA / DoRA baselines).
-from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
+# Re-exported so that recipes reach PEFT only through sinelr.peft (plain LoRA / DoRA baselines, and the
+# high-rank peers of the GLUE comparison).
+from peft import HiraConfig, LoraConfig, PeftModel, RandLoraConfig, VeraConfig, get_peft_model  # noqa: E402
 
 _registry.register(SineLoraConfig, SineLoraModel)
 _registry.install_load_guard()
@@ -31,6 +32,9 @@ __all__ = [
     "PEFT_TYPE_NAME",
     "STORED_PEFT_TYPE",
     "LoraConfig",
+    "HiraConfig",
+    "RandLoraConfig",
+    "VeraConfig",
     "PeftModel",
     "get_peft_model",
 ]

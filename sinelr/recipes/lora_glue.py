@@ -27,7 +27,7 @@ from sinelr.config import config_to_dict, method_learning_rates, parse_assignmen
 from sinelr.data import resolve_data_dir
 from sinelr.data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, constant_baseline, dev_rows, get_task,
                          read_schedule, task_schedule)
-from sinelr.models.encoder_classifier import METHODS, MINILM, POOLINGS, model_label, resolve_model
+from sinelr.models.encoder_classifier import METHODS, MINILM, PEERS, POOLINGS, model_label, resolve_model
 from sinelr.report import markdown_table, mean_std, paired_comparison, plot_mean_std, provenance_lines, seeds_text, \
     verdict_lines
 from sinelr.sweep import Sweep, SweepSpec
@@ -46,7 +46,7 @@ DATA_WHAT = "the GLUE task folders (CoLA/, SST-2/, MRPC/, STS-B/, RTE/, ...)"
 
 SPEC = SweepSpec(
     "glue", RESULT_COLUMNS, RESULT_KEY,
-    grid_keys=("tasks", "methods", "ranks", "seeds", "omega", "omegas"),
+    grid_keys=("tasks", "methods", "ranks", "method_rank", "seeds", "omega", "omegas"),
     # keys that change no number of any row: folders, device, progress/checkpoint cadence, summary layout
     not_in_results=("output_dir", "run_dir", "data_dir", "device", "checkpoint_every", "keep_checkpoints",
                     "render_only", "note", "protocol", "learn_margin", "learn_bars", "plot_task", "plot_rank"),
@@ -59,8 +59,11 @@ SPEC = SweepSpec(
 @dataclass
 class Config:
     tasks: List[str] = field(default_factory=lambda: ["rte"], metadata={"help": "GLUE tasks (cola sst2 mrpc stsb rte qnli qqp mnli wnli) or 'all' (every task folder present)"})
-    methods: List[str] = field(default_factory=lambda: ["lora", "sine-lora"], metadata={"help": "lora | sine-lora | dora | sine-dora | full (every weight fine-tuned: the task's ceiling; one row per task and seed, rank 0)"})
+    methods: List[str] = field(default_factory=lambda: ["lora", "sine-lora"], metadata={"help": "lora | sine-lora | dora | sine-dora | hira | randlora | vera (PEFT's high-rank peers; r per method with method_rank) | full (every weight fine-tuned: the task's ceiling; one row per task and seed, rank 0)"})
     ranks: List[int] = field(default_factory=lambda: [4], metadata={"help": "adapter ranks k"})
+    method_rank: List[str] = field(default_factory=list, metadata={
+        "help": "a method's own rank(s) as method=r items, used instead of ranks (e.g. randlora=56 vera=2688: "
+                "about LoRA k=4's trainable parameters on all-MiniLM-L6-v2; docs/glue.md)"})
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "seeds (one fine-tune each)"})
     model: str = field(default=MINILM, metadata={"help": "local Hugging Face encoder folder, or 'minilm' for the bundled all-MiniLM-L6-v2"})
     data_dir: Optional[str] = field(default=None, metadata={"help": "GLUE folder (default $SINELR_DATA_DIR/glue or ../shared/data/glue)"})
@@ -145,6 +148,19 @@ def _validate(config: Config) -> None:
     if isinstance(config.val_fraction, bool) or not 0.0 <= config.val_fraction < 0.5:
         raise ConfigError(f"val_fraction must be a number in [0, 0.5), got {config.val_fraction!r}")
     parse_assignments("method_lr", config.method_lr, GLUE_METHODS)
+    method_ranks(config)
+
+
+def method_ranks(config: Config) -> Dict[str, List[int]]:
+    """{adapter method: its ranks}: the method_rank items (method=r, repeatable), else `ranks`."""
+    given: Dict[str, List[int]] = {}
+    for item in config.method_rank:
+        key, _, value = str(item).partition("=")
+        number = parse_assignments("method_rank", [item], METHODS)[key]
+        if number != int(number):
+            raise ConfigError(f"method_rank: {key} must be an integer rank >= 1, got {value!r}")
+        given.setdefault(key, []).append(int(number))
+    return {m: given.get(m, list(config.ranks)) for m in config.methods if m != FULL}
 
 
 def learning_rate(config: Config, schedule: Dict[str, float], method: str) -> float:
@@ -188,11 +204,12 @@ def grid(config: Config) -> List[Dict[str, Any]]:
     interrupted sweep leaves whole ranks done (every task and method of a rank) rather than whole tasks."""
     label, tasks = model_label(config.model), _tasks(config)
     omegas = [config.omega] + [w for w in config.omegas if w != config.omega]
-    adapters = [m for m in config.methods if m != FULL]
+    ranks = method_ranks(config)
     full = [{"model": label, "task": t, "method": FULL, "rank": 0, "omega": None, "seed": s}
             for s in config.seeds for t in tasks] if FULL in config.methods else []
+    order = sorted({k for ks in ranks.values() for k in ks})
     return full + [{"model": label, "task": t, "method": m, "rank": k, "omega": w, "seed": s}
-                   for k in config.ranks for s in config.seeds for t in tasks for m in adapters
+                   for k in order for s in config.seeds for t in tasks for m in ranks if k in ranks[m]
                    for w in (omegas if m.startswith("sine") else [None])]
 
 
@@ -490,6 +507,31 @@ def _verdict_section(cells, learned: List[str], excluded: List[str], margin: flo
                     + f"; sine-LoRA k=4 - LoRA k=8: {PAPER_AVERAGES[4][1] - PAPER_AVERAGES[8][0]:+.2f}."]
 
 
+def _peer_section(cells, params: Dict[tuple, int], learned: List[str]) -> List[str]:
+    """Each high-rank PEFT peer against LoRA and sine-LoRA at the LoRA rank nearest its trainable parameters,
+    paired by seed on the learned-task average (issue 14, step 4: no sine paper runs this comparison)."""
+    peers = sorted((c for c in cells if c[0] in PEERS), key=lambda c: (PEERS.index(c[0]), c[1]))
+    lora_ranks = sorted(k for m, k in cells if m == "lora")
+    if not peers or not lora_ranks or not learned:
+        return []
+    vs_lora, vs_sine, lab_lora, lab_sine = [], [], [], []
+    for peer, r in peers:
+        k = min(lora_ranks, key=lambda k: (abs(params[("lora", k)] - params[(peer, r)]), k))
+        name = f"{peer} r={r} ({params[(peer, r)]:,} params) vs k={k} ({params[('lora', k)]:,})"
+        vs_lora.append(paired_comparison(_seed_averages(cells[("lora", k)], learned),
+                                         _seed_averages(cells[(peer, r)], learned), "LoRA", "peer"))
+        lab_lora.append(name)
+        if ("sine-lora", k) in cells:
+            vs_sine.append(paired_comparison(_seed_averages(cells[(peer, r)], learned),
+                                             _seed_averages(cells[("sine-lora", k)], learned), "peer", "sine-LoRA"))
+            lab_sine.append(name)
+    lines = ["", "## High-rank PEFT peers (beyond the paper)", "",
+             "Each peer against LoRA and sine-LoRA at the LoRA rank k whose trainable parameters (adapter + head) "
+             "are nearest its own, paired by seed on the average over the learned tasks.", "",
+             verdict_lines(vs_lora, "peer vs LoRA", lab_lora)]
+    return lines + (["", verdict_lines(vs_sine, "peer vs sine-LoRA", lab_sine)] if vs_sine else [])
+
+
 def _omega_section(config: Config, rows, folder: Path) -> List[str]:
     """The omega sensitivity plot and table of the config's (or the first) task/rank with several omegas."""
     combos: Dict[tuple, set] = {}
@@ -541,6 +583,7 @@ def render(config: Config, rows: List[Dict[str, Any]], folder: Path) -> None:
         params[(r["method"], r["rank"])] = max(params.get((r["method"], r["rank"]), 0), r["trainable_params"] or 0)
     lines += _table_lines(cells, params, tasks, learned, baselines)
     lines += _verdict_section(cells, learned, [t for t in tasks if t not in learned], config.learn_margin)
+    lines += _peer_section(cells, params, learned)
     lines += _omega_section(config, rows, folder)
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
 
