@@ -399,7 +399,7 @@ def test_library_errors_are_also_builtin_errors():
 
 # ------------------------------------------------------------------ smaller things a user meets first
 @pytest.mark.parametrize("command,cpu_config", [("nerf", "configs/nerf_cpu_v2.yaml"),
-                                                ("vit", "configs/vit_fashion_mnist_cpu_v3.yaml")])
+                                                ("vit", "configs/vit_fashion_mnist_cpu_v3_e30.yaml")])
 def test_paper_scale_default_on_cpu_asks_for_yes(command, cpu_config, monkeypatch, capsys):
     import importlib
 
