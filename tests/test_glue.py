@@ -704,6 +704,9 @@ def test_mean_pool_adapter_save_load_round_trip_includes_the_head(method, tmp_pa
     model = build_peft_model(MeanPoolClassifier(_tiny_bert_encoder(), 2), method, rank=2, alpha=4.0, dropout=0.0,
                              omega=50.0, gain=None)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if method in ("lora", "sine-lora"):  # the LoRA family: its A and B factors by name
+        assert any("query.lora_A" in n for n in names) and any("value.lora_B" in n for n in names)
+        assert not any("key.lora" in n for n in names)
     assert any(".query." in n for n in names) and any(".value." in n for n in names)
     assert any("classifier" in n for n in names) and not any(".key." in n for n in names)
     with torch.no_grad():  # move adapter and head away from their initialisation

@@ -154,11 +154,10 @@ def _validate(config: Config) -> None:
 def method_ranks(config: Config) -> Dict[str, List[int]]:
     """{adapter method: its ranks}: the method_rank items (method=r, repeatable), else `ranks`."""
     given: Dict[str, List[int]] = {}
-    for item in config.method_rank:
-        key, _, value = str(item).partition("=")
-        number = parse_assignments("method_rank", [item], METHODS)[key]
+    for item in config.method_rank:  # one at a time: a method may repeat (vera=1024 vera=2688)
+        (key, number), = parse_assignments("method_rank", [item], METHODS).items()
         if number != int(number):
-            raise ConfigError(f"method_rank: {key} must be an integer rank >= 1, got {value!r}")
+            raise ConfigError(f"method_rank: {key} must be an integer rank >= 1, got {number:g}")
         given.setdefault(key, []).append(int(number))
     return {m: given.get(m, list(config.ranks)) for m in config.methods if m != FULL}
 
