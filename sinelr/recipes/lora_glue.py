@@ -163,9 +163,16 @@ def method_ranks(config: Config) -> Dict[str, List[int]]:
 
 
 def learning_rate(config: Config, schedule: Dict[str, float], method: str) -> float:
-    """The adapter's peak learning rate of `method` on a task: method_lr, else the task's schedule lr,
-    else lr."""
-    return method_learning_rates(config.method_lr, GLUE_METHODS, schedule.get("lr", config.lr))[method]
+    """The adapter's peak learning rate of `method` on a task: method_lr, else the task's schedule lr (one
+    number, or a {method: lr} mapping), else lr."""
+    task_lr = schedule.get("lr", config.lr)
+    if isinstance(task_lr, dict):
+        unknown = sorted(set(task_lr) - set(GLUE_METHODS))
+        if unknown:
+            raise ConfigError(f"the schedule's lr mapping names unknown methods {unknown}; the methods are "
+                              f"{list(GLUE_METHODS)}")
+        task_lr = {m: float(task_lr.get(m, config.lr)) for m in GLUE_METHODS}
+    return method_learning_rates(config.method_lr, GLUE_METHODS, task_lr)[method]
 
 
 def _data_root(config: Config) -> Path:
