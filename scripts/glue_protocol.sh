@@ -1,0 +1,38 @@
+#!/bin/bash
+# Issue 14 (docs/glue.md, "Issue 14"): the protocol steps of the GLUE table, as run. Run from anywhere:
+#   SINELR_DATA_DIR=/path/to/data bash scripts/glue_protocol.sh grid sst2      # step 2 on one task
+# Two single-thread processes side by side use both cores (e.g. `grid sst2` and `grid stsb`); every
+# command resumes (finished rows are skipped, an interrupted fine-tune restarts from its checkpoint).
+set -e
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+L="sinelr glue --schedule learn --pooling mean --head-lr 1e-2 --bucket --seeds 0"
+step=${1:?usage: glue_protocol.sh grid TASK}
+case $step in
+grid)
+  # Step 2: per-method lr (x1/3, x1, x3 of the task's step-1 rate) at k = 4, seed 0, scored on a fixed 10% of
+  # the training rows (--val-fraction 0.1: the dev set is never read); omega 200 for sine-LoRA, then
+  # omega 50 and 800 at sine-LoRA's best rate. One folder per rate: results/glue/grid_k4_<task>_lr<lr>.
+  task=${2:?the task to tune on}
+  case $task in cola|rte) lrs="2.5e-4 7e-4 2e-3";; *) lrs="7e-4 2e-3 6e-3";; esac
+  for lr in $lrs; do
+    $L --tasks "$task" --methods lora sine-lora --ranks 4 --val-fraction 0.1 --omega 200 \
+       --method-lr lora=$lr sine-lora=$lr \
+       --output-dir results/glue/grid_k4_${task}_lr$lr --run-dir runs/glue/grid_k4_${task}_lr$lr
+  done
+  best=$(python - "$task" $lrs <<'PY'
+import csv, sys
+task, lrs = sys.argv[1], sys.argv[2:]
+score = {lr: float(r["metric"]) for lr in lrs
+         for r in csv.DictReader(open(f"results/glue/grid_k4_{task}_lr{lr}/summary.csv"))
+         if r["method"] == "sine-lora" and float(r["omega"]) == 200.0}
+print(max(score, key=score.get))
+PY
+)
+  echo "sine-LoRA's best lr on $task: $best; omega 50 and 800 there"
+  $L --tasks "$task" --methods lora sine-lora --ranks 4 --val-fraction 0.1 --omega 200 --omegas 50 800 \
+     --method-lr lora=$best sine-lora=$best \
+     --output-dir results/glue/grid_k4_${task}_lr$best --run-dir runs/glue/grid_k4_${task}_lr$best
+  ;;
+*) echo "unknown step $step (expected: grid)"; exit 2;;
+esac
