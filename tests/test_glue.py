@@ -396,8 +396,10 @@ def test_schedule_lr_and_method_lr_set_the_learning_rate(tmp_path):
     assert glue.learning_rate(glue.Config(lr=0.003), per, "sine-lora") == 0.002
     assert glue.learning_rate(glue.Config(lr=0.003), per, "dora") == 0.003
     assert glue.learning_rate(cfg, per, "sine-lora") == 0.001  # method_lr still wins
-    with pytest.raises(ConfigError, match=r"unknown methods \['sin-lora'\]"):
-        glue.learning_rate(glue.Config(), {**per, "lr": {"sin-lora": 0.001}}, "lora")
+    (tmp_path / "typo.yaml").write_text("rte: {max_train: 0, epochs: 1, max_seq_len: 64, dev_max: 0, "
+                                        "lr: {sin-lora: 0.001}}\n")
+    with pytest.raises(ConfigError, match=r"unknown methods \['sin-lora'\]"):  # at start-up, before any data
+        glue._schedules(glue.Config(schedule=str(tmp_path / "typo.yaml")))
     (tmp_path / "bad3.yaml").write_text("rte: {max_train: 0, epochs: 1, max_seq_len: 64, dev_max: 0, lr: {lora: 0}}\n")
     with pytest.raises(ValueError, match=r"lr of task 'rte' must be .* got \{'lora': 0\}"):
         task_schedule(read_schedule(tmp_path / "bad3.yaml"), "rte")

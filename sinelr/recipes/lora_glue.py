@@ -165,12 +165,8 @@ def method_ranks(config: Config) -> Dict[str, List[int]]:
 def learning_rate(config: Config, schedule: Dict[str, float], method: str) -> float:
     """The adapter's peak learning rate of `method` on a task: method_lr, else the task's schedule lr (one
     number, or a {method: lr} mapping), else lr."""
-    task_lr = schedule.get("lr", config.lr)
+    task_lr = schedule.get("lr", config.lr)  # a mapping's method names are checked by _schedules
     if isinstance(task_lr, dict):
-        unknown = sorted(set(task_lr) - set(GLUE_METHODS))
-        if unknown:
-            raise ConfigError(f"the schedule's lr mapping names unknown methods {unknown}; the methods are "
-                              f"{list(GLUE_METHODS)}")
         task_lr = {m: float(task_lr.get(m, config.lr)) for m in GLUE_METHODS}
     return method_learning_rates(config.method_lr, GLUE_METHODS, task_lr)[method]
 
@@ -195,8 +191,16 @@ def _schedules(config: Config) -> Dict[str, Dict[str, float]]:
         names = sorted(p.stem[5:].replace("_", "-") for p in CONFIGS_DIR.glob("glue_*.yaml"))
         raise ConfigError(f"schedule must be one of {names} (configs/glue_<name>.yaml) or the path of a schedule "
                          f"YAML file, got {config.schedule!r}")
-    return {t: task_schedule(read_schedule(path), t, epochs=config.epochs, max_train=config.max_train,
-                             dev_max=config.dev_max, max_seq_len=config.max_seq_len) for t in read_schedule(path)}
+    table = read_schedule(path)
+    schedules = {t: task_schedule(table, t, epochs=config.epochs, max_train=config.max_train,
+                                  dev_max=config.dev_max, max_seq_len=config.max_seq_len) for t in table}
+    for t, sched in schedules.items():  # checked here, before any data is loaded or model built
+        lr = sched.get("lr")
+        unknown = sorted(set(lr) - set(GLUE_METHODS)) if isinstance(lr, dict) else []
+        if unknown:
+            raise ConfigError(f"the schedule's lr mapping of task {t!r} names unknown methods {unknown}; the methods "
+                              f"are {list(GLUE_METHODS)}")
+    return schedules
 
 
 def _output_dir(config: Config) -> Path:
