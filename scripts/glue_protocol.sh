@@ -20,15 +20,17 @@ grid)
        --method-lr lora=$lr sine-lora=$lr \
        --output-dir results/glue/grid_k4_${task}_lr$lr --run-dir runs/glue/grid_k4_${task}_lr$lr
   done
-  best=$(python - "$task" $lrs <<'PY'
-import csv, sys
-task, lrs = sys.argv[1], sys.argv[2:]
-score = {lr: float(r["metric"]) for lr in lrs
-         for r in csv.DictReader(open(f"results/glue/grid_k4_{task}_lr{lr}/summary.csv"))
-         if r["method"] == "sine-lora" and float(r["omega"]) == 200.0}
-print(max(score, key=score.get))
-PY
-)
+  # A method whose best rate sits at an edge of the grid gets the next rate past that edge (x1/3 or x3, alone in
+  # its own folder), until its best is interior or the ladder ends.
+  ladder="8e-5 2.5e-4 7e-4 2e-3 6e-3 1.8e-2"
+  for method in lora sine-lora; do
+    while next=$(python scripts/glue_grid_best.py "$task" "$method" --next $ladder); [ -n "$next" ]; do
+      echo "$method's best rate on $task is at the grid's edge: running lr $next"
+      $L --tasks "$task" --methods $method --ranks 4 --val-fraction 0.1 --omega 200 --method-lr $method=$next \
+         --output-dir results/glue/grid_k4_${task}_lr$next --run-dir runs/glue/grid_k4_${task}_lr$next
+    done
+  done
+  best=$(python scripts/glue_grid_best.py "$task" sine-lora)
   echo "sine-LoRA's best lr on $task: $best; omega 50 and 800 there"
   $L --tasks "$task" --methods lora sine-lora --ranks 4 --val-fraction 0.1 --omega 200 --omegas 50 800 \
      --method-lr lora=$best sine-lora=$best \
