@@ -396,7 +396,8 @@ def _seed_averages(per_task: Dict[str, Dict[int, float]], tasks: List[str]) -> D
 
 
 def _baselines(config: Config, tasks: List[str]) -> Dict[str, float]:
-    """Each task's majority-class (chance, for STS-B) score on the dev rows its fine-tunes are evaluated on."""
+    """Each task's majority-class (chance, for STS-B) score on the rows its fine-tunes are evaluated on (dev, or the
+    validation split with val_fraction > 0)."""
     root, schedules = _data_root(config), _schedules(config)
     return {t: constant_baseline(t, [e.label for e in dev_rows(get_task(t), root, schedules[t]["dev_max"],
                                                                config.val_fraction)])
@@ -581,7 +582,7 @@ def render(config: Config, rows: List[Dict[str, Any]], folder: Path) -> None:
     lines = _header_lines(config, main, folder, tasks) + _protocol_lines(config, main, cells, tasks, learned,
                                                                         baselines, bars) + [
         "Metrics in percent, mean +- std over seeds. The first row is each task's majority-class score "
-        "(chance: MCC 0, Pearson 0) on the dev rows evaluated; a task counts in Avg and the verdicts only when "
+        "(chance: MCC 0, Pearson 0) on the rows evaluated (dev, or the validation split of a tuning run); a task counts in Avg and the verdicts only when "
         f"some method's mean beats it by at least {config.learn_margin:g} points and reaches the task's bar "
         f"({', '.join(f'{t} {v:g}' for t, v in bars.items())}; issue 14's bars for all-MiniLM-L6-v2) "
         "('not learned' otherwise). "
