@@ -7,7 +7,7 @@ set -e
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 L="sinelr glue --schedule learn --pooling mean --head-lr 1e-2 --bucket --seeds 0"
-step=${1:?usage: glue_protocol.sh grid TASK}
+step=${1:?usage: glue_protocol.sh grid TASK | double | tab3}
 case $step in
 grid)
   # Step 2: per-method lr (x1/3, x1, x3 of the task's step-1 rate) at k = 4, seed 0, scored on a fixed 10% of
@@ -36,5 +36,20 @@ grid)
      --method-lr lora=$best sine-lora=$best \
      --output-dir results/glue/grid_k4_${task}_lr$best --run-dir runs/glue/grid_k4_${task}_lr$best
   ;;
-*) echo "unknown step $step (expected: grid)"; exit 2;;
+double)
+  # Step 1's budget doubling for the task whose check was missing (MRPC: LoRA k = 8, lr 2e-3, 5 -> 10 epochs, dev).
+  $L --tasks mrpc --methods lora --ranks 8 --lr 2e-3 --epochs 10 \
+     --output-dir results/glue/learn_mrpc_lora8_e10 --run-dir runs/glue/learn_mrpc_lora8_e10
+  ;;
+tab3)
+  # Step 3: LoRA vs sine-LoRA, k = 1, 2, 4, 8, seeds 0 1 2, the schedule and per-task, per-method rates of
+  # configs/glue_tab3.yaml (omega 200, step 2). k = 4 first (a whole rank with its verdict), then k = 8 (the
+  # paper's second claim, sine-LoRA k = 4 vs LoRA k = 8), then k = 1 and 2. One output folder for all.
+  T="sinelr glue --schedule tab3 --pooling mean --head-lr 1e-2 --bucket --omega 200 --methods lora sine-lora"
+  T="$T --tasks cola sst2 stsb mrpc rte --output-dir results/glue/all-MiniLM-L6-v2-tab3 --run-dir runs/glue/all-MiniLM-L6-v2-tab3"
+  for ranks in 4 8 "1 2"; do
+    $T --ranks $ranks --seeds 0 1 2
+  done
+  ;;
+*) echo "unknown step $step (expected: grid, double or tab3)"; exit 2;;
 esac
