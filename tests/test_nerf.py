@@ -422,6 +422,8 @@ def test_val_views_are_training_views_and_the_test_views_are_never_read(tmp_path
     assert sorted(p.name for p in (out / "views").iterdir()) == ["tiny_full_view004.png"]
     assert "scored on **2 validation views** held out of the training views" in (out / "summary.md").read_text()
     assert json.loads((out / "settings.json").read_text())["settings"]["val_views"] == 2
+    assert nerf_llff._fig4_title(cfg, "tiny", 4, 0).startswith("tiny: validation view (held out")
+    assert nerf_llff._fig4_title(_tiny(tmp_path, data), "tiny", 0, 1) == "tiny: test view 0, seed 1 (cf. paper Fig. 4)"
 
 
 def test_a_folder_written_before_val_views_existed_still_resumes(tmp_path, capsys):

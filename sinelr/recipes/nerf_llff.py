@@ -492,8 +492,15 @@ def _copy_views(sweep, rows: List[Dict[str, Any]], folder: Path) -> None:
                 shutil.copyfile(f, folder / "views" / f.name)
 
 
+def _fig4_title(c: Config, scene: str, view: int, seed: int) -> str:
+    """The panel's title names the kind of view it shows: a tuning run's views are held-out training views."""
+    kind = "validation view (held out of the training views)" if c.val_views else "test view"
+    return f"{scene}: {kind} {view}, seed {seed} (cf. paper Fig. 4)"
+
+
 def _fig4(c: Config, rows: List[Dict[str, Any]], scenes: Dict[str, Any], folder: Path) -> None:
-    """Per scene: ground truth | full | low-rank k | sine k for k in (1, 5) on the first test view (seed 0 or lowest)."""
+    """Per scene: ground truth | full | low-rank k | sine k for k in (1, 5) on the first evaluated view (a test view,
+    or a validation view in a tuning run; seed 0 or lowest)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -520,7 +527,7 @@ def _fig4(c: Config, rows: List[Dict[str, Any]], scenes: Dict[str, Any], folder:
             ax.imshow(im)
             ax.set_title(title, fontsize=8)
             ax.axis("off")
-        fig.suptitle(f"{name}: test view {i}, seed {seed} (cf. paper Fig. 4)", fontsize=9)
+        fig.suptitle(_fig4_title(c, name, i, seed), fontsize=9)
         fig.tight_layout()
         fig.savefig(folder / f"fig4_{name}.png", dpi=110)
         plt.close(fig)
