@@ -9,7 +9,7 @@ set -e
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 M="sinelr nerf --config configs/nerf_cpu_v2.yaml --width 64 --noise-std 1.0 --steps 12000 --lr-decay-steps 12000"
-step=${1:?usage: nerf_protocol.sh grid | omega | tab4 [SCENE [SEEDS]] | double}
+step=${1:?usage: nerf_protocol.sh grid | omega | tab4 [SCENE [SEEDS [RANKS]]] | double}
 case $step in
 grid)
   # Step 2 at the table's step count (the 6000-step grid of the width-128 model did not carry to 12000 steps):
@@ -26,13 +26,14 @@ omega)
   ;;
 tab4|double)
   # The table on configs/nerf_cpu_w64.yaml (per-method rates of the grid), sine at the omega the omega step
-  # chose (best val PSNR of sine k = 5 in w64_lr_grid_2e-3). tab4: one scene (default fern) and its seeds
-  # (default 0 1 2); double: the seed-0 fern comparison at k = 5 with the budget doubled (24000 steps).
+  # chose (best val PSNR of sine k = 5 in w64_lr_grid_2e-3). tab4: one scene (default fern), its seeds
+  # (default 0 1 2) and ranks (default the config's 1 5 10); double: the seed-0 fern comparison at k = 5 with the
+  # budget doubled (24000 steps).
   w=$(python -c "import csv; r=[x for x in csv.DictReader(open('results/nerf/protocol/w64_lr_grid_2e-3/summary.csv')) if x['method']=='sine' and x['rank']=='5']; print(max(r, key=lambda x: float(x['psnr']))['omega'])")
   echo "sine omega: $w"
   T="sinelr nerf --config configs/nerf_cpu_w64.yaml --omega $w"
   if [ "$step" = tab4 ]; then
-    $T --scene ${2:-fern} --seeds ${3:-0 1 2}
+    $T --scene ${2:-fern} --seeds ${3:-0 1 2} --ranks ${4:-1 5 10}
   else
     $T --scene fern --seeds 0 --ranks 5 --methods lowrank sine --steps 24000 --lr-decay-steps 24000 \
        --output-dir results/nerf/protocol/w64_double_s24000 --run-dir runs/nerf/protocol/w64_double_s24000
