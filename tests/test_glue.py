@@ -514,6 +514,13 @@ def test_summary_md_has_the_tab3_layout_verdicts_and_omega_plot(tmp_path, shared
     assert "| sine-lora vs lora, k=4 | 2 | +1.00 [+1.00, +1.00] (2 seeds) | sine-lora better |" in md
     assert "| sine-lora k=4 vs lora k=8 | 2 | -3.00 [-3.00, -3.00] (2 seeds) | lora better |" in md
     assert (tmp_path / "out" / "omega_cola_r4.png").is_file() and "| 200 | 47.50 +- 0.71 (2) |" in md
+    # the omega table names each method's rate (the plain adapter's line may not be at its best rate)
+    assert _cli(["--tasks", "cola", "rte", "--ranks", "4", "8", "--omega", "50", "--render-only", "true",
+                 "--method-lr", "sine-lora=1e-3", "--data-dir", str(shared_data),
+                 "--output-dir", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| omega | cola sine-lora k=4, lr 0.001 (mean +- std, n) |" in md
+    assert "| lora (no sine), lr 0.003 | 44.50 +- 0.71 (2) |" in md
 
 
 def test_each_peer_is_paired_with_lora_and_sine_lora_at_the_nearest_parameter_count(tmp_path, shared_data):

@@ -560,15 +560,20 @@ def _omega_section(config: Config, rows, folder: Path) -> List[str]:
         if (r["task"], r["rank"], r["method"]) == (task, rank, method):
             by_w.setdefault(r["omega"], []).append(r["metric"])
     ref = [r["metric"] for r in rows if (r["task"], r["rank"], r["method"]) == (task, rank, base)]
-    path = plot_mean_std(folder / f"omega_{task}_r{rank}.png", {f"{method} k={rank}": by_w}, "omega",
+    # each curve names its learning rate: the reference line is the plain adapter at this folder's rate, which
+    # need not be its best one (a grid folder runs both methods at one rate)
+    sched = _schedules(config)[task]
+    lr = {m: f"lr {learning_rate(config, sched, m):g}" for m in (method, base)}
+    path = plot_mean_std(folder / f"omega_{task}_r{rank}.png", {f"{method} k={rank}, {lr[method]}": by_w}, "omega",
                          f"{task} {get_task(task).metric_name} (%)",
                          f"omega sensitivity, {model_label(config.model)}, {task}", logx=True,
-                         hlines={f"{base} k={rank}": ref} if ref else None)
+                         hlines={f"{base} k={rank}, {lr[base]}": ref} if ref else None)
     table = [{"w": f"{w:g}", "v": "{:.2f} +- {:.2f} ({})".format(*mean_std(by_w[w]), len(by_w[w]))} for w in sorted(by_w)]
     if ref:
-        table.append({"w": f"{base} (no sine)", "v": "{:.2f} +- {:.2f} ({})".format(*mean_std(ref), len(ref))})
+        table.append({"w": f"{base} (no sine), {lr[base]}",
+                      "v": "{:.2f} +- {:.2f} ({})".format(*mean_std(ref), len(ref))})
     return ["", "## Omega sensitivity", "", f"![omega sensitivity]({path.name})", "",
-            markdown_table(table, ["w", "v"], ["omega", f"{task} {method} k={rank} (mean +- std, n)"])]
+            markdown_table(table, ["w", "v"], ["omega", f"{task} {method} k={rank}, {lr[method]} (mean +- std, n)"])]
 
 
 def render(config: Config, rows: List[Dict[str, Any]], folder: Path) -> None:
