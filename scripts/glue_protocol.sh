@@ -7,7 +7,7 @@ set -e
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 L="sinelr glue --schedule learn --pooling mean --head-lr 1e-2 --bucket --seeds 0"
-step=${1:?usage: glue_protocol.sh grid TASK | double | tab3}
+step=${1:?usage: glue_protocol.sh grid TASK | double | tab3 | tab3-dora}
 case $step in
 grid)
   # Step 2: per-method lr (x1/3, x1, x3 of the task's step-1 rate) at k = 4, seed 0, scored on a fixed 10% of
@@ -51,5 +51,12 @@ tab3)
     $T --ranks $ranks --seeds 0 1 2
   done
   ;;
-*) echo "unknown step $step (expected: grid, double or tab3)"; exit 2;;
+tab3-dora)
+  # Step 3's second table: DoRA vs sine-DoRA at k = 4 and 8, seeds 0 1 2 (DoRA at LoRA's rate, sine-DoRA at
+  # sine-LoRA's: configs/glue_tab3.yaml), into the same folder as Tab. 3.
+  sinelr glue --schedule tab3 --pooling mean --head-lr 1e-2 --bucket --omega 200 --methods dora sine-dora \
+    --tasks cola sst2 stsb mrpc rte --ranks 4 8 --seeds 0 1 2 \
+    --output-dir results/glue/all-MiniLM-L6-v2-tab3 --run-dir runs/glue/all-MiniLM-L6-v2-tab3
+  ;;
+*) echo "unknown step $step (expected: grid, double, tab3 or tab3-dora)"; exit 2;;
 esac
