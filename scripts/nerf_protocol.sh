@@ -21,8 +21,27 @@ grid)
   ;;
 omega)
   # Sine's omega at its best rate (2e-3) on the same held-out views: 30 and 300 beside the grid's 100.
-  $M --scene fern --ranks 5 --val-views 2 --lr 2e-3 --methods sine --omegas 30 300 --omega-sweep-ranks 5 \
-     --output-dir results/nerf/protocol/w64_lr_grid_2e-3 --run-dir runs/nerf/protocol/w64_lr_grid_2e-3
+  # An omega best at an edge of what ran gets the next omega past it on the ladder, until the best is interior.
+  omegas="30 300"
+  while true; do
+    $M --scene fern --ranks 5 --val-views 2 --lr 2e-3 --methods sine --omegas $omegas --omega-sweep-ranks 5 \
+       --output-dir results/nerf/protocol/w64_lr_grid_2e-3 --run-dir runs/nerf/protocol/w64_lr_grid_2e-3
+    next=$(python - <<'PY'
+import csv
+ladder = [3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0]
+rows = [r for r in csv.DictReader(open("results/nerf/protocol/w64_lr_grid_2e-3/summary.csv"))
+        if r["method"] == "sine" and r["rank"] == "5"]
+ran = sorted({float(r["omega"]) for r in rows})
+best = float(max(rows, key=lambda r: float(r["psnr"]))["omega"])
+i = ladder.index(best)
+step = -1 if best == ran[0] else (1 if best == ran[-1] else 0)
+print(f"{ladder[i + step]:g}" if step and 0 <= i + step < len(ladder) else "")
+PY
+)
+    [ -n "$next" ] || break
+    echo "sine's best omega is at the edge of those run: omega $next next"
+    omegas="$omegas $next"
+  done
   ;;
 tab4|double)
   # The table on configs/nerf_cpu_w64.yaml (per-method rates of the grid), sine at the omega the omega step
