@@ -397,13 +397,16 @@ def test_omega_sweep_figure_has_one_curve_per_scene_and_rank_with_seed_error_bar
     rows = [{"scene": sc, "method": "sine", "rank": 1, "omega": w, "seed": seed, "psnr": 20.0 + w / 100 + seed}
             for sc in ("fern", "flower") for w in (30.0, 100.0, 300.0) for seed in (0, 1)]
     rows += [{"scene": "fern", "method": "lowrank", "rank": 1, "omega": 0.0, "seed": 0, "psnr": 19.0}]
+    for r in rows:
+        r["lr"] = 0.006 if r["method"] == "lowrank" else 0.002
     drawn = {}
     monkeypatch.setattr(sinelr.report, "plot_mean_std",
                         lambda path, series, *a, **k: drawn.update(path=path, series=series, hlines=k.get("hlines")))
     lines = nerf_llff._omega_lines(rows, ["fern", "flower"], tmp_path)
     assert "![PSNR vs omega](psnr_vs_omega.png)" in lines
-    assert sorted(drawn["series"]) == ["fern sine k=1", "flower sine k=1"]
-    assert drawn["series"]["fern sine k=1"][100.0] == [21.0, 22.0]  # one value per seed: the spread is the bar
+    assert sorted(drawn["series"]) == ["fern sine k=1, lr 0.002", "flower sine k=1, lr 0.002"]
+    assert drawn["series"]["fern sine k=1, lr 0.002"][100.0] == [21.0, 22.0]  # one value per seed: the bar
+    assert "| k | omega | fern sine, lr 0.002 | flower sine, lr 0.002 | low-rank (scene mean), lr 0.006 |" in lines[2]
     assert drawn["hlines"] == {}  # two curves: no single low-rank reference
 
 

@@ -409,6 +409,12 @@ def _ssim_lines(c: Config, rows: List[Dict[str, Any]], scenes: List[str], ranks:
             markdown_table(table, ["k"] + scenes, ["k"] + [f"{s} SSIM" for s in scenes]), ""]
 
 
+def _lr_label(rows: List[Dict[str, Any]], method: str) -> str:
+    """', lr X' for the learning rate(s) of `method`'s rows ('' when the rows do not record one)."""
+    lrs = sorted({float(r["lr"]) for r in rows if r["method"] == method and r.get("lr") not in (None, "")})
+    return ", lr " + " / ".join(f"{x:g}" for x in lrs) if lrs else ""
+
+
 def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str], folder: Optional[Path] = None) -> List[str]:
     from sinelr.report import markdown_table, plot_mean_std
 
@@ -417,8 +423,13 @@ def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str], folder: Optional
         return []
     table = [{"k": k, "omega": f"{w:g}", **{s: _mean_sd(_psnr(rows, "sine", k, w, [s])) for s in scenes},
               "low": _mean_sd(_psnr(rows, "lowrank", k, 0.0, scenes))} for k, w in sweep]
+    # each method's learning rate is named: the low-rank reference is low-rank at the rate of these rows, which
+    # need not be its best one (a grid folder trains every method at one rate)
+    lr = {m: _lr_label(rows, m) for m in ("sine", "lowrank")}
     lines = ["## Omega sweep of sine low-rank (cf. paper Fig. 7)", "",
-             markdown_table(table, ["k", "omega"] + scenes + ["low"], ["k", "omega"] + scenes + ["low-rank (scene mean)"]), ""]
+             markdown_table(table, ["k", "omega"] + scenes + ["low"],
+                            ["k", "omega"] + [f"{sc} sine{lr['sine']}" for sc in scenes]
+                            + [f"low-rank (scene mean){lr['lowrank']}"]), ""]
     # per scene and rank, PSNR per seed: the error bars are the spread over seeds
     series = {}
     for sc in scenes:
@@ -431,8 +442,8 @@ def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str], folder: Optional
         bands = {}
         if len(series) == 1:  # one curve: low-rank at its rank as a reference band
             (sc, k), = series
-            bands = {f"low-rank k={k}": list(_psnr(rows, "lowrank", k, 0.0, [sc]).values())}
-        plot_mean_std(folder / "psnr_vs_omega.png", {f"{sc} sine k={k}": v for (sc, k), v in series.items()},
+            bands = {f"low-rank k={k}{lr['lowrank']}": list(_psnr(rows, "lowrank", k, 0.0, [sc]).values())}
+        plot_mean_std(folder / "psnr_vs_omega.png", {f"{sc} sine k={k}{lr['sine']}": v for (sc, k), v in series.items()},
                       "omega", "PSNR dB", "PSNR vs omega (mean +- sd over seeds)", logx=True,
                       hlines={n: v for n, v in bands.items() if v})
         lines += ["![PSNR vs omega](psnr_vs_omega.png)", ""]
