@@ -425,7 +425,8 @@ def _header_lines(config: Config, rows, folder: Path, tasks: List[str]) -> List[
         "sweep.json (the training setup)"
     lines = [f"# GLUE: LoRA vs sine-LoRA with {label} (paper Tab. 3)", ""]
     lines += [f"**{config.note}**", ""] if config.note else []
-    lines += provenance_lines(folder) + ["- the whole sweep: `scripts/glue_sweep.sh` (see docs/glue.md)",
+    lines += provenance_lines(folder) + ["- the sweeps as run: `scripts/glue_protocol.sh` (issue 14's protocol steps and Tab. 3); the "
+                                 "superseded 1-epoch tables: `scripts/glue_sweep.sh` (see docs/glue.md)",
         f"- config: config.json and {settings} in this folder; schedule `{config.schedule}`",
         f"- data: GLUE train/dev TSV files in `{_data_root(config)}` (metric per task: "
         + ", ".join(f"{t} {get_task(t).metric_name}" for t in tasks) + ")",
