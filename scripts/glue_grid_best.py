@@ -9,6 +9,8 @@ import glob
 import re
 import sys
 
+from ladder import best, next_past_edge
+
 
 def scores(task, method):
     out = {}
@@ -25,17 +27,12 @@ def scores(task, method):
 def main(argv):
     task, method = argv[:2]
     score = scores(task, method)
-    best = max(score, key=score.get)
     if "--next" not in argv:
-        print(best)
+        print(best(score))
         return
-    ladder = argv[argv.index("--next") + 1:]
-    ran = sorted(score, key=float)
-    i = ladder.index(best) if best in ladder else -1
-    if best == ran[0] and i > 0 and ladder[i - 1] not in score:
-        print(ladder[i - 1])
-    elif best == ran[-1] and 0 <= i < len(ladder) - 1 and ladder[i + 1] not in score:
-        print(ladder[i + 1])
+    step = next_past_edge(score, argv[argv.index("--next") + 1:])
+    if step:
+        print(step)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ set -e
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 L="sinelr glue --schedule learn --pooling mean --head-lr 1e-2 --bucket --seeds 0"
+# Step 3 (Tab. 3, its DoRA table and its render): one schedule, one output folder.
+T3="sinelr glue --schedule tab3 --pooling mean --head-lr 1e-2 --bucket --omega 200 --tasks cola sst2 stsb mrpc rte"
+T3="$T3 --output-dir results/glue/all-MiniLM-L6-v2-tab3 --run-dir runs/glue/all-MiniLM-L6-v2-tab3"
 step=${1:?usage: glue_protocol.sh grid TASK | double | tab3 | tab3-dora | tab3-render}
 case $step in
 grid)
@@ -45,26 +48,19 @@ tab3)
   # Step 3: LoRA vs sine-LoRA, k = 1, 2, 4, 8, seeds 0 1 2, the schedule and per-task, per-method rates of
   # configs/glue_tab3.yaml (omega 200, step 2). k = 4 first (a whole rank with its verdict), then k = 8 (the
   # paper's second claim, sine-LoRA k = 4 vs LoRA k = 8), then k = 1 and 2. One output folder for all.
-  T="sinelr glue --schedule tab3 --pooling mean --head-lr 1e-2 --bucket --omega 200 --methods lora sine-lora"
-  T="$T --tasks cola sst2 stsb mrpc rte --output-dir results/glue/all-MiniLM-L6-v2-tab3 --run-dir runs/glue/all-MiniLM-L6-v2-tab3"
   for ranks in 4 8 "1 2"; do
-    $T --ranks $ranks --seeds 0 1 2
+    $T3 --methods lora sine-lora --ranks $ranks --seeds 0 1 2
   done
   ;;
 tab3-dora)
   # Step 3's second table: DoRA vs sine-DoRA at k = 4 and 8, seeds 0 1 2 (DoRA at LoRA's rate, sine-DoRA at
   # sine-LoRA's: configs/glue_tab3.yaml), into the same folder as Tab. 3.
-  sinelr glue --schedule tab3 --pooling mean --head-lr 1e-2 --bucket --omega 200 --methods dora sine-dora \
-    --tasks cola sst2 stsb mrpc rte --ranks 4 8 --seeds 0 1 2 \
-    --output-dir results/glue/all-MiniLM-L6-v2-tab3 --run-dir runs/glue/all-MiniLM-L6-v2-tab3
+  $T3 --methods dora sine-dora --ranks 4 8 --seeds 0 1 2
   ;;
 tab3-render)
   # Re-render the Tab. 3 summary from its rows (no training), the protocol facts measured elsewhere on top.
-  sinelr glue --schedule tab3 --pooling mean --head-lr 1e-2 --bucket --omega 200 \
-    --methods lora sine-lora $(ls results/glue/all-MiniLM-L6-v2-tab3/summary.csv >/dev/null 2>&1 && \
-      grep -q ",dora," results/glue/all-MiniLM-L6-v2-tab3/summary.csv && echo dora sine-dora) \
-    --tasks cola sst2 stsb mrpc rte --ranks 1 2 4 8 --seeds 0 1 2 \
-    --output-dir results/glue/all-MiniLM-L6-v2-tab3 --run-dir runs/glue/all-MiniLM-L6-v2-tab3 --render-only true \
+  $T3 --methods lora sine-lora $(grep -qs ",dora," results/glue/all-MiniLM-L6-v2-tab3/summary.csv && echo dora sine-dora) \
+    --ranks 1 2 4 8 --seeds 0 1 2 --render-only true \
     --protocol "plateau (step 1; LoRA k = 8, seed 0, dev, budget doubled; threshold 1 point): CoLA 10 -> 20 epochs -2.04 MCC, SST-2 2 -> 4 epochs +0.00, MRPC 5 -> 10 epochs -3.43, STS-B 5 -> 10 epochs -0.09, RTE 8 -> 16 epochs +0.72: passes for every task (results/glue/learn_*)" \
       "LR / omega grid (step 2; k = 4, seed 0, a fixed 10% of the training rows held out, dev never read; results/glue/grid_k4_*): SST-2 LoRA 7e-4 / 2e-3 / 6e-3 = 87.78 / 88.97 / 80.77, sine-LoRA 2.5e-4 / 7e-4 / 2e-3 / 6e-3 = 87.77 / 88.67 / 86.12 / 55.47; STS-B LoRA 84.28 / 85.03 / 16.28, sine-LoRA 83.73 / 85.22 / 80.12 / 15.78; omega 50 / 200 / 800 at 7e-4: SST-2 88.31 / 88.67 / 86.40, STS-B 84.91 / 85.22 / 82.74. Chosen: LoRA 2e-3, sine-LoRA 7e-4, omega 200 (SST-2, STS-B, MRPC); CoLA and RTE, where LoRA needs 7e-4 to learn (step 1), LoRA 7e-4 and sine-LoRA 2.5e-4 (the 1/3 ratio both grids found). DoRA takes LoRA's rate, sine-DoRA sine-LoRA's (configs/glue_tab3.yaml)" \
     ${NOTE:+--note "$NOTE"}

@@ -26,18 +26,7 @@ omega)
   while true; do
     $M --scene fern --ranks 5 --val-views 2 --lr 2e-3 --methods sine --omegas $omegas --omega-sweep-ranks 5 \
        --output-dir results/nerf/protocol/w64_lr_grid_2e-3 --run-dir runs/nerf/protocol/w64_lr_grid_2e-3
-    next=$(python - <<'PY'
-import csv
-ladder = [3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0]
-rows = [r for r in csv.DictReader(open("results/nerf/protocol/w64_lr_grid_2e-3/summary.csv"))
-        if r["method"] == "sine" and r["rank"] == "5"]
-ran = sorted({float(r["omega"]) for r in rows})
-best = float(max(rows, key=lambda r: float(r["psnr"]))["omega"])
-i = ladder.index(best)
-step = -1 if best == ran[0] else (1 if best == ran[-1] else 0)
-print(f"{ladder[i + step]:g}" if step and 0 <= i + step < len(ladder) else "")
-PY
-)
+    next=$(python scripts/nerf_omega_best.py --next 3 10 30 100 300 1000 3000)
     [ -n "$next" ] || break
     echo "sine's best omega is at the edge of those run: omega $next next"
     omegas="$omegas $next"
@@ -48,7 +37,7 @@ tab4|double)
   # chose (best val PSNR of sine k = 5 in w64_lr_grid_2e-3). tab4: one scene (default fern), its seeds
   # (default 0 1 2) and ranks (default the config's 1 5 10); double: the seed-0 fern comparison at k = 5 with the
   # budget doubled (24000 steps).
-  w=$(python -c "import csv; r=[x for x in csv.DictReader(open('results/nerf/protocol/w64_lr_grid_2e-3/summary.csv')) if x['method']=='sine' and x['rank']=='5']; print(max(r, key=lambda x: float(x['psnr']))['omega'])")
+  w=$(python scripts/nerf_omega_best.py)
   echo "sine omega: $w"
   T="sinelr nerf --config configs/nerf_cpu_w64.yaml --omega $w"
   if [ "$step" = tab4 ]; then

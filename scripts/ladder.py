@@ -1,0 +1,23 @@
+"""The best point of a one-dimensional grid, and the next point to run when that best sits at an edge.
+
+Shared by scripts/glue_grid_best.py (learning rates) and scripts/nerf_omega_best.py (omegas). Values are the
+grid's labels as text (e.g. "2e-3", "30"); a ladder is the ordered list of labels the grid may grow along.
+"""
+
+
+def best(score):
+    """The label with the highest score."""
+    return max(score, key=score.get)
+
+
+def next_past_edge(score, ladder):
+    """The ladder's label one step past the edge where the best sits (below the lowest run or above the highest),
+    or None when the best is interior, off the ladder, at the ladder's end, or that label has already run."""
+    top = best(score)
+    ran = sorted(score, key=float)
+    i = ladder.index(top) if top in ladder else -1
+    if top == ran[0] and i > 0 and ladder[i - 1] not in score:
+        return ladder[i - 1]
+    if top == ran[-1] and 0 <= i < len(ladder) - 1 and ladder[i + 1] not in score:
+        return ladder[i + 1]
+    return None
