@@ -9,7 +9,7 @@ import glob
 import re
 import sys
 
-from ladder import best, next_past_edge
+from ladder import cli
 
 
 def scores(task, method):
@@ -26,13 +26,7 @@ def scores(task, method):
 
 def main(argv):
     task, method = argv[:2]
-    score = scores(task, method)
-    if "--next" not in argv:
-        print(best(score))
-        return
-    step = next_past_edge(score, argv[argv.index("--next") + 1:])
-    if step:
-        print(step)
+    cli(scores(task, method), argv)
 
 
 if __name__ == "__main__":

@@ -21,3 +21,13 @@ def next_past_edge(score, ladder):
     if top == ran[-1] and 0 <= i < len(ladder) - 1 and ladder[i + 1] not in score:
         return ladder[i + 1]
     return None
+
+
+def cli(score, argv):
+    """Print the best label, or with `--next L1 L2 ..` the ladder's next label past an edge best (or nothing)."""
+    if "--next" not in argv:
+        print(best(score))
+        return
+    step = next_past_edge(score, argv[argv.index("--next") + 1:])
+    if step:
+        print(step)

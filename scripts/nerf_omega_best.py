@@ -8,7 +8,7 @@
 import csv
 import sys
 
-from ladder import best, next_past_edge
+from ladder import cli
 
 GRID = "results/nerf/protocol/w64_lr_grid_2e-3/summary.csv"
 
@@ -22,13 +22,7 @@ def scores():
 
 
 def main(argv):
-    score = scores()
-    if "--next" not in argv:
-        print(best(score))
-        return
-    step = next_past_edge(score, argv[argv.index("--next") + 1:])
-    if step:
-        print(step)
+    cli(scores(), argv)
 
 
 if __name__ == "__main__":
