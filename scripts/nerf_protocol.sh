@@ -9,7 +9,7 @@ set -e
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 M="sinelr nerf --config configs/nerf_cpu_v2.yaml --width 64 --noise-std 1.0 --steps 12000 --lr-decay-steps 12000"
-step=${1:?usage: nerf_protocol.sh grid | omega | tab4 [SCENE [SEEDS [RANKS]]] | double}
+step=${1:?usage: nerf_protocol.sh grid | omega | tab4 [SCENE [SEEDS [RANKS]]] | double | fig7 [SEEDS] | render}
 case $step in
 grid)
   # Step 2 at the table's step count (the 6000-step grid of the width-128 model did not carry to 12000 steps):
@@ -32,7 +32,7 @@ omega)
     omegas="$omegas $next"
   done
   ;;
-tab4|double)
+tab4|double|fig7|render)
   # The table on configs/nerf_cpu_w64.yaml (per-method rates of the grid), sine at the omega the omega step
   # chose (best val PSNR of sine k = 5 in w64_lr_grid_2e-3). tab4: one scene (default fern), its seeds
   # (default 0 1 2) and ranks (default the config's 1 5 10); double: the seed-0 fern comparison at k = 5 with the
@@ -40,12 +40,20 @@ tab4|double)
   w=$(python scripts/nerf_omega_best.py)
   echo "sine omega: $w"
   T="sinelr nerf --config configs/nerf_cpu_w64.yaml --omega $w"
+  # fig7: the paper's Fig. 7 on this model, sine's PSNR against omega at k = 1 and 5 on fern (default seeds 0 1;
+  # omega $w comes from the table's own rows), into the table's folder. render: the table's summary from its
+  # rows, every scene, seed and sweep omega (a cell not run yet is left out), NOTE="..." for its note.
+  O="--omegas 10 30 100 300 1000 --omega-sweep-ranks 1 5"
   if [ "$step" = tab4 ]; then
     $T --scene ${2:-fern} --seeds ${3:-0 1 2} --ranks ${4:-1 5 10}
+  elif [ "$step" = fig7 ]; then
+    $T --scene fern --seeds ${2:-0 1} --ranks 1 5 --methods sine $O
+  elif [ "$step" = render ]; then
+    $T --scene fern flower --seeds 0 1 2 $O --render-only true ${NOTE:+--note "$NOTE"}
   else
     $T --scene fern --seeds 0 --ranks 5 --methods lowrank sine --steps 24000 --lr-decay-steps 24000 \
        --output-dir results/nerf/protocol/w64_double_s24000 --run-dir runs/nerf/protocol/w64_double_s24000
   fi
   ;;
-*) echo "unknown step $step (expected: grid, omega, tab4 or double)"; exit 2;;
+*) echo "unknown step $step (expected: grid, omega, tab4, double, fig7 or render)"; exit 2;;
 esac
