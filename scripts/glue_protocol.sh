@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 L="sinelr glue --schedule learn --pooling mean --head-lr 1e-2 --bucket --seeds 0"
 # Step 3 (Tab. 3, its DoRA table and its render): one schedule, one output folder.
-T3="sinelr glue --schedule tab3 --pooling mean --head-lr 1e-2 --bucket --omega 200 --tasks cola sst2 stsb mrpc rte"
+T3_SCHEDULE="sinelr glue --schedule tab3 --pooling mean --head-lr 1e-2 --bucket --omega 200"
+T3="$T3_SCHEDULE --tasks cola sst2 stsb mrpc rte"
 T3="$T3 --output-dir results/glue/all-MiniLM-L6-v2-tab3 --run-dir runs/glue/all-MiniLM-L6-v2-tab3"
-step=${1:?usage: glue_protocol.sh grid TASK | double | tab3 | tab3-dora | tab3-render}
+step=${1:?usage: glue_protocol.sh grid TASK | double | cola-check | tab3 | tab3-dora | tab3-render}
 case $step in
 grid)
   # Step 2: per-method lr (x1/3, x1, x3 of the task's step-1 rate) at k = 4, seed 0, scored on a fixed 10% of
@@ -57,6 +58,15 @@ tab3-dora)
   # sine-LoRA's: configs/glue_tab3.yaml), into the same folder as Tab. 3.
   $T3 --methods dora sine-dora --ranks 4 8 --seeds 0 1 2
   ;;
+cola-check)
+  # CoLA's rates came from the 1/3 ratio of the SST-2 / STS-B grids (LoRA 7e-4, sine-LoRA 2.5e-4), not from CoLA:
+  # LoRA 7e-4 and sine-LoRA 7e-4 and 2.5e-4 on CoLA's held-out 10% (k = 4, seed 0, Tab. 3's 10-epoch schedule).
+  for lr in 7e-4 2.5e-4; do
+    methods="sine-lora"; [ $lr = 7e-4 ] && methods="lora sine-lora"
+    $T3_SCHEDULE --tasks cola --methods $methods --ranks 4 --seeds 0 --val-fraction 0.1 --method-lr lora=$lr sine-lora=$lr \
+      --output-dir results/glue/grid_k4_cola_lr$lr --run-dir runs/glue/grid_k4_cola_lr$lr
+  done
+  ;;
 tab3-render)
   # Re-render the Tab. 3 summary from its rows (no training), the protocol facts measured elsewhere on top.
   $T3 --methods lora sine-lora $(grep -qs ",dora," results/glue/all-MiniLM-L6-v2-tab3/summary.csv && echo dora sine-dora) \
@@ -65,5 +75,5 @@ tab3-render)
       "LR / omega grid (step 2; k = 4, seed 0, a fixed 10% of the training rows held out, dev never read; results/glue/grid_k4_*): SST-2 LoRA 7e-4 / 2e-3 / 6e-3 = 87.78 / 88.97 / 80.77, sine-LoRA 2.5e-4 / 7e-4 / 2e-3 / 6e-3 = 87.77 / 88.67 / 86.12 / 55.47; STS-B LoRA 84.28 / 85.03 / 16.28, sine-LoRA 83.73 / 85.22 / 80.12 / 15.78; omega 50 / 200 / 800 at 7e-4: SST-2 88.31 / 88.67 / 86.40, STS-B 84.91 / 85.22 / 82.74. Chosen: LoRA 2e-3, sine-LoRA 7e-4, omega 200 (SST-2, STS-B, MRPC); CoLA and RTE, where LoRA needs 7e-4 to learn (step 1), LoRA 7e-4 and sine-LoRA 2.5e-4 (the 1/3 ratio both grids found). DoRA takes LoRA's rate, sine-DoRA sine-LoRA's (configs/glue_tab3.yaml)" \
     ${NOTE:+--note "$NOTE"}
   ;;
-*) echo "unknown step $step (expected: grid, double, tab3, tab3-dora or tab3-render)"; exit 2;;
+*) echo "unknown step $step (expected: grid, double, cola-check, tab3, tab3-dora or tab3-render)"; exit 2;;
 esac
