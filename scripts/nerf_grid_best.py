@@ -1,0 +1,47 @@
+"""Issue 15: the best point of the width-64 NeRF's tuning grids (sine, k = 5, seed 0, PSNR on the training views
+held out by --val-views), read from the grid folders results/nerf/protocol/w64_lr_grid_<lr>/summary.csv.
+
+    python scripts/nerf_grid_best.py omega               # sine's best omega at lr 2e-3
+    python scripts/nerf_grid_best.py sine-lr OMEGA       # sine's best lr at that omega, over the lr folders
+    ... --next L1 L2 ..                                  # the ladder's next label past the edge where the
+                                                         # best sits, or nothing
+"""
+import csv
+import glob
+import re
+import sys
+
+from ladder import cli
+
+GRIDS = "results/nerf/protocol/w64_lr_grid_{}/summary.csv"
+
+
+def _sine_k5(path):
+    return [r for r in csv.DictReader(open(path)) if r["method"] == "sine" and r["rank"] == "5" and r["psnr"]]
+
+
+def omega_scores():
+    path = GRIDS.format("2e-3")
+    return {f"{float(r['omega']):g}": float(r["psnr"]) for r in _sine_k5(path)}, path
+
+
+def lr_scores(omega):
+    out = {}
+    for path in glob.glob(GRIDS.format("*")):
+        lr = re.search(r"w64_lr_grid_([^/]+)/", path).group(1)
+        out.update({lr: float(r["psnr"]) for r in _sine_k5(path) if float(r["omega"]) == float(omega)})
+    return out, GRIDS.format("*")
+
+
+def main(argv):
+    usage = "usage: nerf_grid_best.py omega | sine-lr OMEGA [--next L1 L2 ..]"
+    if not argv or argv[0] not in ("omega", "sine-lr") or (argv[0] == "sine-lr" and len(argv) < 2):
+        sys.exit(usage)
+    score, where = omega_scores() if argv[0] == "omega" else lr_scores(argv[1])
+    if not score:
+        sys.exit(f"no finished sine k = 5 rows in {where}")
+    cli(score, argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
