@@ -5,6 +5,7 @@ held out by --val-views), read from the grid folders results/nerf/protocol/w64_l
     python scripts/nerf_grid_best.py sine-lr OMEGA       # sine's best lr at that omega, over the lr folders
     ... --next L1 L2 ..                                  # the ladder's next label past the edge where the
                                                          # best sits, or nothing
+    ... --table                                          # one line: every label run and its PSNR
 """
 import csv
 import glob
@@ -40,6 +41,11 @@ def main(argv):
     score, where = omega_scores() if argv[0] == "omega" else lr_scores(argv[1])
     if not score:
         sys.exit(f"no finished sine k = 5 rows in {where}")
+    if "--table" in argv:
+        labels = sorted(score, key=float)
+        what = "sine's omega at 2e-3" if argv[0] == "omega" else f"sine's rate at omega {argv[1]}"
+        print(f"{what}: {' / '.join(labels)} = {' / '.join(f'{score[k]:.2f}' for k in labels)}")
+        return
     cli(score, argv)
 
 
