@@ -35,7 +35,7 @@ def lr_scores(omega):
 
 
 def main(argv):
-    usage = "usage: nerf_grid_best.py omega | sine-lr OMEGA [--next L1 L2 ..]"
+    usage = "usage: nerf_grid_best.py omega | sine-lr OMEGA [--next L1 L2 .. | --table]"
     if not argv or argv[0] not in ("omega", "sine-lr") or (argv[0] == "sine-lr" and len(argv) < 2):
         sys.exit(usage)
     score, where = omega_scores() if argv[0] == "omega" else lr_scores(argv[1])
