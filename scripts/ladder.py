@@ -1,7 +1,8 @@
 """The best point of a one-dimensional grid, and the next point to run when that best sits at an edge.
 
 Shared by scripts/glue_grid_best.py (learning rates) and scripts/nerf_grid_best.py (omegas, and sine's learning
-rate at an omega). Values are the grid's labels as text (e.g. "2e-3", "30"); a ladder is the ordered list of labels the grid may grow along.
+rate at an omega). Values are the grid's labels as text (e.g. "2e-3", "30"); a ladder is the ordered list of
+labels the grid may grow along.
 """
 
 
