@@ -3,30 +3,61 @@
     python scripts/glue_grid_best.py TASK METHOD                  # prints METHOD's best lr (omega 200)
     python scripts/glue_grid_best.py TASK METHOD --next L1 L2 ..  # prints the ladder's next lr past the edge
                                                                   # where the best sits, or nothing
+    python scripts/glue_grid_best.py TASK METHOD --table          # one line: every lr run and its score
+    python scripts/glue_grid_best.py TASK omega [--table]         # sine-LoRA's best omega at its best lr
 """
 import csv
 import glob
 import re
 import sys
 
-from ladder import cli
+from ladder import best, cli
+
+GRIDS = "results/glue/grid_k4_{}_lr{}/summary.csv"
 
 
-def scores(task, method):
-    out = {}
-    for path in glob.glob(f"results/glue/grid_k4_{task}_lr*/summary.csv"):
-        lr = re.search(r"_lr([^/]+)/summary.csv$", path).group(1)
+def _rows(task, lr="*"):
+    for path in glob.glob(GRIDS.format(task, lr)):
+        rate = re.search(r"_lr([^/]+)/summary.csv$", path).group(1)
         for row in csv.DictReader(open(path)):
-            if row["method"] == method and float(row["omega"] or 200) == 200.0 and row["metric"]:
-                out[lr] = float(row["metric"])
+            if row["metric"]:
+                yield rate, row
+
+
+def lr_scores(task, method):
+    """{lr: METHOD's metric at omega 200 (the omega of every lr grid; empty for methods without one)}."""
+    out = {lr: float(row["metric"]) for lr, row in _rows(task)
+           if row["method"] == method and float(row["omega"] or 200) == 200.0}
     if not out:
-        sys.exit(f"no finished grid rows for {method} on {task} under results/glue/grid_k4_{task}_lr*/")
+        sys.exit(f"no finished grid rows for {method} on {task} under {GRIDS.format(task, '*')}")
     return out
 
 
+def omega_scores(task):
+    """{omega: sine-LoRA's metric} at sine-LoRA's best lr, and that lr."""
+    lr = best(lr_scores(task, "sine-lora"))
+    return {f"{float(row['omega']):g}": float(row["metric"]) for _, row in _rows(task, lr)
+            if row["method"] == "sine-lora"}, lr
+
+
 def main(argv):
-    task, method = argv[:2]
-    cli(scores(task, method), argv)
+    if len(argv) < 2:
+        sys.exit("usage: glue_grid_best.py TASK METHOD [--next L1 L2 .. | --table] | TASK omega [--table]")
+    task, what = argv[:2]
+    if what == "omega":
+        score, lr = omega_scores(task)
+        if "--table" in argv:
+            labels = sorted(score, key=float)
+            print(f"omega {' / '.join(labels)} at {lr} = {' / '.join(f'{score[k]:.2f}' for k in labels)}")
+        else:
+            print(best(score))
+        return
+    score = lr_scores(task, what)
+    if "--table" in argv:
+        labels = sorted(score, key=float)
+        print(f"{what} {' / '.join(labels)} = {' / '.join(f'{score[k]:.2f}' for k in labels)}")
+        return
+    cli(score, argv)
 
 
 if __name__ == "__main__":

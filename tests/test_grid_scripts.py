@@ -1,0 +1,109 @@
+"""The protocol scripts' grid readers (scripts/ladder.py, glue_grid_best.py, nerf_grid_best.py): the best point, the
+ladder's next point past an edge, and the one-line tables the summaries quote, on grid folders written here."""
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from ladder import best, next_past_edge  # noqa: E402
+
+LADDER = ["8e-5", "2.5e-4", "7e-4", "2e-3", "6e-3", "1.8e-2"]
+
+
+def test_best_is_the_highest_score():
+    assert best({"7e-4": 80.0, "2e-3": 88.9, "6e-3": 55.0}) == "2e-3"
+
+
+@pytest.mark.parametrize("score, expected", [
+    ({"7e-4": 80.0, "2e-3": 88.9, "6e-3": 55.0}, None),          # interior: the grid is done
+    ({"7e-4": 90.0, "2e-3": 88.9, "6e-3": 55.0}, "2.5e-4"),      # best at the lower edge: one step down
+    ({"7e-4": 80.0, "2e-3": 88.9, "6e-3": 95.0}, "1.8e-2"),      # best at the upper edge: one step up
+    ({"8e-5": 90.0, "2.5e-4": 80.0}, None),                      # lower edge is the ladder's end
+    ({"6e-3": 70.0, "1.8e-2": 90.0}, None),                      # upper edge is the ladder's end
+    ({"5e-3": 99.0, "2e-3": 80.0}, None),                        # best off the ladder: no guess
+])
+def test_next_past_edge(score, expected):
+    assert next_past_edge(score, LADDER) == expected
+
+
+def test_next_past_edge_with_a_gap_in_the_grid():
+    # the best is interior among the labels that ran, even where the ladder has unrun labels between them
+    assert next_past_edge({"8e-5": 10.0, "7e-4": 90.0, "6e-3": 50.0}, LADDER) is None
+    # best at the lower edge of a grid that skipped a label: the ladder's neighbour of the best, not the gap
+    assert next_past_edge({"7e-4": 90.0, "6e-3": 50.0}, LADDER) == "2.5e-4"
+
+
+def _write(path, fields, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _run(script, cwd, *args):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], cwd=cwd, capture_output=True,
+                          text=True)
+
+
+GLUE_FIELDS = ["task", "method", "rank", "omega", "seed", "metric"]
+
+
+@pytest.fixture
+def glue_grid(tmp_path):
+    grid = tmp_path / "results" / "glue"
+    rows = {"7e-4": [("lora", "", 87.78), ("sine-lora", "200.0", 88.67), ("sine-lora", "50.0", 88.31),
+                     ("sine-lora", "800.0", 86.40)],
+            "2e-3": [("lora", "", 88.97), ("sine-lora", "200.0", 86.12)],
+            "6e-3": [("lora", "", 80.77), ("sine-lora", "200.0", 55.47), ("hira", "", "")]}  # "" = unfinished
+    for lr, items in rows.items():
+        _write(grid / f"grid_k4_sst2_lr{lr}" / "summary.csv", GLUE_FIELDS,
+               [dict(task="sst2", method=m, rank=4, omega=o, seed=0, metric=v) for m, o, v in items])
+    return tmp_path
+
+
+def test_glue_grid_best_reads_the_lr_folders(glue_grid):
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "lora").stdout == "2e-3\n"
+    # sine-LoRA's omega 50 / 800 rows do not count as lr points (only omega 200 does)
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "sine-lora").stdout == "7e-4\n"
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "sine-lora", "--table").stdout == \
+        "sine-lora 7e-4 / 2e-3 / 6e-3 = 88.67 / 86.12 / 55.47\n"
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "sine-lora", "--next", *LADDER).stdout == "2.5e-4\n"
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "lora", "--next", *LADDER).stdout == ""
+
+
+def test_glue_grid_best_omega_is_read_at_the_best_rate(glue_grid):
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "omega", "--table").stdout == \
+        "omega 50 / 200 / 800 at 7e-4 = 88.31 / 88.67 / 86.40\n"
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "omega").stdout == "200\n"
+
+
+def test_glue_grid_best_names_what_is_missing(glue_grid):
+    done = _run("glue_grid_best.py", glue_grid, "sst2", "hira")  # only an unfinished row
+    assert done.returncode != 0 and "no finished grid rows for hira on sst2" in done.stderr
+    assert "results/glue/grid_k4_sst2_lr*/summary.csv" in done.stderr
+    assert _run("glue_grid_best.py", glue_grid, "sst2").returncode != 0  # usage
+
+
+def test_nerf_grid_best_reads_omega_and_lr_folders(tmp_path):
+    fields = ["method", "rank", "omega", "seed", "psnr"]
+    grids = tmp_path / "results" / "nerf" / "protocol"
+    _write(grids / "w64_lr_grid_2e-3" / "summary.csv", fields,
+           [dict(method="sine", rank=5, omega=w, seed=0, psnr=p) for w, p in
+            (("10", 21.07), ("30", 21.75), ("100", 21.01), ("300", 20.34))]
+           + [dict(method="sine", rank=1, omega="100", seed=0, psnr=30.0),  # another rank: ignored
+              dict(method="low-rank", rank=5, omega="", seed=0, psnr=30.0)])
+    _write(grids / "w64_lr_grid_7e-4" / "summary.csv", fields, [dict(method="sine", rank=5, omega="30", seed=0, psnr=20.49)])
+    assert _run("nerf_grid_best.py", tmp_path, "omega").stdout == "30\n"
+    assert _run("nerf_grid_best.py", tmp_path, "omega", "--table").stdout == \
+        "sine's omega at 2e-3: 10 / 30 / 100 / 300 = 21.07 / 21.75 / 21.01 / 20.34\n"
+    assert _run("nerf_grid_best.py", tmp_path, "sine-lr", "30", "--table").stdout == \
+        "sine's rate at omega 30: 7e-4 / 2e-3 = 20.49 / 21.75\n"
+    assert _run("nerf_grid_best.py", tmp_path, "sine-lr", "30", "--next", "2.5e-4", "7e-4", "2e-3", "6e-3").stdout \
+        == "6e-3\n"
+    missing = _run("nerf_grid_best.py", tmp_path, "sine-lr", "1000")
+    assert missing.returncode != 0 and "no finished sine k = 5 rows" in missing.stderr
