@@ -546,6 +546,15 @@ def test_each_peer_is_paired_with_lora_and_sine_lora_at_the_nearest_parameter_co
     assert "| hira r=8 (800 params) vs k=8 (800) | 2 | +2.00 [+2.00, +2.00] (2 seeds) | sine-LoRA better |" in sine
     assert "| vera r=2688 (450 params) vs k=4 (400) | 2 | -1.00 [-1.00, -1.00] (2 seeds) | peer better |" in sine
     assert "| vera | 2688 | 450 |" in md
+    # a peer run on one of the two tasks (RTE only) is compared on RTE alone, LoRA's RTE rows against its own
+    rows = [r for r in rows if not (r["method"] == "vera" and r["task"] == "cola")]
+    _write_summary(tmp_path / "out", rows)
+    assert _cli(["--tasks", "cola", "rte", "--methods", "lora", "sine-lora", "hira", "vera", "--ranks", "4", "8",
+                 "--method-rank", "vera=2688", "--omega", "50", "--render-only", "true",
+                 "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]) == 0
+    peers = (tmp_path / "out" / "summary.md").read_text().split("## High-rank PEFT peers")[1]
+    assert "| vera r=2688 (450 params) vs k=4 (400), on rte | 2 | +2.00 [+2.00, +2.00] (2 seeds) | peer better |" in peers
+    assert "| hira r=8 (800 params) vs k=8 (800) | 2 | -1.00" in peers  # hira has both tasks: unchanged
 
 
 def test_a_task_no_method_learns_is_excluded_from_averages_and_verdicts(tmp_path, shared_data):

@@ -529,13 +529,16 @@ def _peer_section(cells, params: Dict[tuple, int], learned: List[str]) -> List[s
     vs_lora, vs_sine, lab_lora, lab_sine = [], [], [], []
     for peer, r in peers:
         k = min(lora_ranks, key=lambda k: (abs(params[("lora", k)] - params[(peer, r)]), k))
+        # a peer run on fewer tasks than the table is compared on the learned tasks it has, both sides alike
+        tasks = [t for t in learned if t in cells[(peer, r)]]
         name = f"{peer} r={r} ({params[(peer, r)]:,} params) vs k={k} ({params[('lora', k)]:,})"
-        vs_lora.append(paired_comparison(_seed_averages(cells[("lora", k)], learned),
-                                         _seed_averages(cells[(peer, r)], learned), "LoRA", "peer"))
+        name += f", on {' '.join(tasks)}" if tasks != learned else ""
+        vs_lora.append(paired_comparison(_seed_averages(cells[("lora", k)], tasks),
+                                         _seed_averages(cells[(peer, r)], tasks), "LoRA", "peer"))
         lab_lora.append(name)
         if ("sine-lora", k) in cells:
-            vs_sine.append(paired_comparison(_seed_averages(cells[(peer, r)], learned),
-                                             _seed_averages(cells[("sine-lora", k)], learned), "peer", "sine-LoRA"))
+            vs_sine.append(paired_comparison(_seed_averages(cells[(peer, r)], tasks),
+                                             _seed_averages(cells[("sine-lora", k)], tasks), "peer", "sine-LoRA"))
             lab_sine.append(name)
     lines = ["", "## High-rank PEFT peers (beyond the paper)", "",
              "Each peer against LoRA and sine-LoRA at the LoRA rank k whose trainable parameters (adapter + head) "
