@@ -340,6 +340,50 @@ def test_peers_train_at_their_own_ranks_beside_lora_and_bad_method_ranks_are_ref
         assert message in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
+def test_a_method_joins_a_folder_at_its_own_rate_and_every_row_records_its_rate(tmp_path, tiny_model):
+    _synthetic_glue_data(tmp_path / "glue")
+    argv = ["--tasks", "rte", "--ranks", "1", "--seeds", "0", "--batch-size", "8", "--max-seq-len", "16",
+            "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--run-dir", str(tmp_path / "runs")]
+    assert _cli(argv + ["--methods", "lora"]) == 0  # lora at the default lr 3e-3
+    # a peer tuned elsewhere joins the same folder at its own rate: the folder's settings do not hold rates
+    assert _cli(argv + ["--methods", "lora", "hira", "--method-lr", "hira=0.02"]) == 0
+    assert len(tiny_model) == 2  # lora's row was kept, hira trained
+    rates = {r["method"]: float(r["lr"]) for r in _rows(tmp_path / "out")}
+    assert rates == {"lora": 0.003, "hira": 0.02}
+    settings = json.loads((tmp_path / "out" / "settings.json").read_text())["settings"]
+    assert "lr" not in settings and "method_lr" not in settings
+    assert "learning rates used: rte lora 0.003; rte hira 0.02" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_an_older_folder_moves_its_rates_from_settings_into_its_rows_once(tmp_path, shared_data):
+    """results/glue/grid_k4_cola_lr2.5e-4 was written when rates were folder settings (method_lr
+    sine-lora=2.5e-4 beside the schedule's per-method rates): its row gets 2.5e-4, the settings lose every rate."""
+    import shutil
+
+    from sinelr.cli import load_recipe
+
+    glue = load_recipe("glue")
+    folder = tmp_path / "grid"
+    shutil.copytree(ROOT / "results" / "glue" / "grid_k4_cola_lr2.5e-4", folder)
+    before = json.loads((folder / "settings.json").read_text())["settings"]
+    assert before["method_lr"] == ["lora=2.5e-4", "sine-lora=2.5e-4"] and "lr" in before["schedules"]["cola"]
+    glue.migrate_rates(folder)
+    rows = _rows(folder)
+    assert [(r["method"], float(r["lr"])) for r in rows] == [("sine-lora", 2.5e-4)]
+    after = json.loads((folder / "settings.json").read_text())["settings"]
+    assert "lr" not in after and "method_lr" not in after and "lr" not in after["schedules"]["cola"]
+    assert {k: v for k, v in after.items() if k != "schedules"} == \
+        {k: v for k, v in before.items() if k not in ("schedules", "lr", "method_lr")}
+    snapshot = (folder / "summary.csv").read_text(), (folder / "settings.json").read_text()
+    glue.migrate_rates(folder)  # once: a migrated folder is left as it is
+    assert ((folder / "summary.csv").read_text(), (folder / "settings.json").read_text()) == snapshot
+    # the old rule: method_lr, else the task schedule's per-method lr, else lr
+    old = {"lr": 3e-3, "method_lr": ["lora=1e-3"], "schedules": {"rte": {"lr": {"sine-lora": 5e-4}}, "cola": {}}}
+    assert [glue._old_rate(old, t, m) for t, m in (("rte", "lora"), ("rte", "sine-lora"), ("rte", "dora"),
+                                                   ("cola", "sine-lora"))] == [1e-3, 5e-4, 3e-3, 3e-3]
+
+
 def test_validation_split_is_fixed_disjoint_and_replaces_dev(tmp_path):
     rows = list(range(200))
     train, val = split_train(rows, 0.1)
@@ -444,7 +488,9 @@ def test_every_training_key_gets_a_new_run_folder_and_is_refused_in_the_old_outp
     assert _cli(argv + ["--output-dir", str(tmp_path / "a")]) == 0
     first = {p.name for p in (tmp_path / "runs").iterdir()}
     assert len(first) == 1 and (tmp_path / "runs" / next(iter(first)) / "checkpoint" / "meta.json").is_file()
-    key = flag.replace("-", "_")
+    # a rate is the row's own (column lr): a new rate for a row that exists is refused naming both rates
+    key = r"rte lora k=1 seed 0 trained at lr 0\.003, and this run asks lr 0\.01" if flag in ("lr", "method-lr") \
+        else flag.replace("-", "_")
     with pytest.raises(ResultsConflictError, match=key):
         _cli(argv + [f"--{flag}", value, "--output-dir", str(tmp_path / "a")], debug=True, monkeypatch=monkeypatch)
 

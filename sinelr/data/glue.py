@@ -265,10 +265,12 @@ def collate(features: Sequence[Dict[str, List[int]]], pad_token_id: int, labels:
 
 
 # ------------------------------------------------------------------ fine-tuning inputs and results
-# The row of one GLUE fine-tune in summary.csv (typed; older tables lack the last four columns).
+# The row of one GLUE fine-tune in summary.csv (typed; older tables lack the last five columns). `lr` is the
+# adapter's peak learning rate of the row: a per-method choice, so it lives in the row, not in the folder's
+# settings (a folder may hold methods at their own tuned rates).
 RESULT_COLUMNS = {"model": str, "task": str, "method": str, "rank": int, "omega": float, "seed": int,
                   "trainable_params": int, "metric_name": str, "metric": float, "train_seconds": float,
-                  "metric2_name": str, "metric2": float, "steps": int, "final_loss": float}
+                  "metric2_name": str, "metric2": float, "steps": int, "final_loss": float, "lr": float}
 RESULT_KEY = ["model", "task", "method", "rank", "omega", "seed"]
 
 # Per-task schedule values: training rows (0 = all), epochs, truncation length, dev rows (0 = all);

@@ -28,9 +28,9 @@ from sinelr.data import resolve_data_dir
 from sinelr.data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, constant_baseline, dev_rows, get_task,
                          read_schedule, task_schedule)
 from sinelr.models.encoder_classifier import METHODS, MINILM, PEERS, POOLINGS, model_label, resolve_model
-from sinelr.report import markdown_table, mean_std, paired_comparison, plot_mean_std, provenance_lines, seeds_text, \
-    verdict_lines
-from sinelr.sweep import Sweep, SweepSpec
+from sinelr.report import ResultsConflictError, ResultsTable, markdown_table, mean_std, paired_comparison, \
+    plot_mean_std, provenance_lines, seeds_text, verdict_lines, write_json
+from sinelr.sweep import Sweep, SweepSpec, fingerprint_of, recover_folder
 
 __all__ = ["Config", "run", "grid", "run_one", "render", "SPEC", "PAPER_DIFFS"]
 
@@ -49,7 +49,10 @@ SPEC = SweepSpec(
     grid_keys=("tasks", "methods", "ranks", "method_rank", "seeds", "omega", "omegas"),
     # keys that change no number of any row: folders, device, progress/checkpoint cadence, summary layout
     not_in_results=("output_dir", "run_dir", "data_dir", "device", "checkpoint_every", "keep_checkpoints",
-                    "render_only", "note", "protocol", "learn_margin", "learn_bars", "plot_task", "plot_rank"),
+                    "render_only", "note", "protocol", "learn_margin", "learn_bars", "plot_task", "plot_rank",
+                    # the learning rate is per method: each row records its own (column lr, in the point, so also
+                    # in the run folder's fingerprint); rows of other methods at other rates share the folder
+                    "lr", "method_lr"),
     # evaluation-only keys (the config's and the schedule's dev rows, the eval batch): the training
     # checkpoint is shared across them, the rows are not
     not_in_training=("dev_max", "dev_rows", "eval_batch_size"),
@@ -207,18 +210,69 @@ def _output_dir(config: Config) -> Path:
     return Path(config.output_dir) if config.output_dir else Path("results") / "glue" / model_label(config.model)
 
 
+def _old_rate(settings: Dict[str, Any], task: str, method: str) -> Optional[float]:
+    """The learning rate a row of an older folder was trained at, from the settings.json of that folder (rates
+    were folder settings then: method_lr, else the task schedule's lr, one number or per method, else lr)."""
+    if "lr" not in settings:
+        return None
+    given = parse_assignments("method_lr", settings.get("method_lr") or [], GLUE_METHODS)
+    task_lr = (settings.get("schedules") or {}).get(task, {}).get("lr", settings["lr"])
+    if isinstance(task_lr, dict):
+        task_lr = task_lr.get(method, settings["lr"])
+    return float(given.get(method, task_lr))
+
+
+def migrate_rates(folder: Path) -> None:
+    """Move an older folder's learning rates from settings.json into its rows (column lr), once: each row gets the
+    rate its settings gave its (task, method), and settings.json drops lr, method_lr and every schedule's lr. A
+    folder written since (or without settings.json) is left as it is."""
+    recover_folder(folder)
+    path = folder / "settings.json"
+    if not path.is_file() or not (folder / "summary.csv").is_file():
+        return
+    doc = json.loads(path.read_text())
+    old = doc.get("settings", {})
+    schedules = old.get("schedules") or {}
+    if "lr" not in old and "method_lr" not in old and not any("lr" in s for s in schedules.values()):
+        return
+    table = ResultsTable(folder / "summary.csv", RESULT_COLUMNS, RESULT_KEY)
+    for row in table.rows:
+        if row["lr"] is None:
+            row["lr"] = _old_rate(old, row["task"], row["method"])
+    new = {k: v for k, v in old.items() if k not in ("lr", "method_lr")}
+    if "schedules" in new:
+        new["schedules"] = {t: {k: v for k, v in sched.items() if k != "lr"} for t, sched in schedules.items()}
+    table.save()
+    write_json(path, {**doc, "settings": new, "fingerprint": fingerprint_of(new)})
+
+
+def _check_rates(table: ResultsTable, points: List[Dict[str, Any]], folder: Path) -> None:
+    """Refuse a run that would skip a point whose row was trained at another learning rate (names both)."""
+    for p in points:
+        row = table.get(**{k: p[k] for k in RESULT_KEY})
+        if row is not None and row["lr"] is not None and not math.isclose(row["lr"], p["lr"], rel_tol=1e-9):
+            omega = f", omega {p['omega']:g}" if p["omega"] is not None else ""
+            raise ResultsConflictError(
+                f"{folder} holds {p['task']} {p['method']} k={p['rank']}{omega} seed {p['seed']} trained at lr "
+                f"{row['lr']:g}, and this run asks lr {p['lr']:g} for it; use another --output-dir for the new rate "
+                "(rows are never mixed)")
+
+
 # ------------------------------------------------------------------------------------------- grid
 
 def grid(config: Config) -> List[Dict[str, Any]]:
-    """(model, task, method, rank, omega, seed) points, ordered rank, seed, task, method, omega, so that an
-    interrupted sweep leaves whole ranks done (every task and method of a rank) rather than whole tasks."""
-    label, tasks = model_label(config.model), _tasks(config)
+    """(model, task, method, rank, omega, seed) points with their learning rate, ordered rank, seed, task, method,
+    omega, so that an interrupted sweep leaves whole ranks done (every task and method of a rank) rather than
+    whole tasks."""
+    label, tasks, schedules = model_label(config.model), _tasks(config), _schedules(config)
     omegas = [config.omega] + [w for w in config.omegas if w != config.omega]
     ranks = method_ranks(config)
-    full = [{"model": label, "task": t, "method": FULL, "rank": 0, "omega": None, "seed": s}
+    full = [{"model": label, "task": t, "method": FULL, "rank": 0, "omega": None, "seed": s,
+             "lr": learning_rate(config, schedules[t], FULL)}
             for s in config.seeds for t in tasks] if FULL in config.methods else []
     order = sorted({k for ks in ranks.values() for k in ks})
-    return full + [{"model": label, "task": t, "method": m, "rank": k, "omega": w, "seed": s}
+    return full + [{"model": label, "task": t, "method": m, "rank": k, "omega": w, "seed": s,
+                    "lr": learning_rate(config, schedules[t], m)}
                    for k in order for s in config.seeds for t in tasks for m in ranks if k in ranks[m]
                    for w in (omegas if m.startswith("sine") else [None])]
 
@@ -272,7 +326,7 @@ def _model_and_optimizer(config: Config, point: Dict[str, Any], data: TaskData, 
         model = ec.build_peft_model(base, point["method"], point["rank"], alpha, config.lora_dropout,
                                     point["omega"] or 0.0, config.gain)
     groups = ec.trainable_parameters(model, ec.head_modules(base))
-    lr = learning_rate(config, data.schedule, point["method"])
+    lr = point["lr"]
     head_lr = config.head_lr if config.head_lr is not None else lr
     optimizer = torch.optim.AdamW([{"params": groups["adapter"], "lr": lr},
                                    {"params": groups["head"], "lr": head_lr}],
@@ -373,7 +427,7 @@ def run_one(config: Config, point: Dict[str, Any], folder: Path, session: Sessio
     model, info = _trained(config, point, folder, data, session) or _train(config, point, folder, data, session)
     metrics = evaluate(model, data, _pad_id(session), config.eval_batch_size, session.accelerator.device)
     (name, value), *rest = metrics.items()
-    return {**info, "metric_name": name, "metric": value,
+    return {**info, "metric_name": name, "metric": value, "lr": point["lr"],
             "metric2_name": rest[0][0] if rest else None, "metric2": rest[0][1] if rest else None}
 
 
@@ -431,7 +485,7 @@ def _header_lines(config: Config, rows, folder: Path, tasks: List[str]) -> List[
         f"- data: GLUE train/dev TSV files in `{_data_root(config)}` (metric per task: "
         + ", ".join(f"{t} {get_task(t).metric_name}" for t in tasks) + ")",
         f"- sine methods: omega = {config.omega:g}, gain = {'sqrt(in_features)' if config.gain is None else config.gain}; "
-        f"lora_alpha = {'2*rank' if config.lora_alpha is None else config.lora_alpha}; {_lr_text(config, schedules, tasks)}"
+        f"lora_alpha = {'2*rank' if config.lora_alpha is None else config.lora_alpha}; {_lr_text(config, rows, tasks)}"
         + ("" if config.head_lr is None else f", head lr {config.head_lr:g}") + f"; pooling `{config.pooling}` ("
         + ("[CLS] -> BERT pooler -> linear head" if config.pooling == "cls" else
            "attention-masked mean of the last hidden states -> dropout -> linear head") + ")",
@@ -459,17 +513,28 @@ def _protocol_lines(config: Config, rows, cells, tasks: List[str], learned: List
              + (f", bar {bars[t]:g}" if t in bars else "") + f"): {'learned' if t in learned else 'NOT learned'}"
              for t in tasks if best[t] is not None]
     lines.append("- every task learns (best seed mean): " + ("; ".join(parts) or "no rows"))
-    lines.append("- " + _lr_text(config, _schedules(config), tasks).replace("lr ", "learning rates used: ", 1))
+    lines.append("- " + _lr_text(config, rows, tasks).replace("lr ", "learning rates used: ", 1))
     lines.append("- seeds: " + seeds_text(rows) + "; verdicts pair runs by seed")
     return lines + [""]
 
 
-def _lr_text(config: Config, schedules: Dict[str, Dict[str, float]], tasks: List[str]) -> str:
-    """'lr ...' of the header: one value, or per task / per method where they differ."""
-    per = {(t, m): learning_rate(config, schedules[t], m) for t in tasks for m in config.methods}
-    if len(set(per.values())) <= 1:
-        return f"lr {next(iter(per.values()), config.lr):g}"
-    return "lr " + "; ".join(f"{t} {m} {v:g}" for (t, m), v in per.items())
+def _row_rates(config: Config, rows) -> Dict[tuple, List[float]]:
+    """{(task, method): the learning rates its rows were trained at}: each row's own (column lr), or for a row of a
+    folder too old to record one, the config's rate."""
+    schedules, per = _schedules(config), {}
+    for r in rows:
+        lr = r["lr"] if r.get("lr") is not None else learning_rate(config, schedules[r["task"]], r["method"])
+        per.setdefault((r["task"], r["method"]), set()).add(lr)
+    return {k: sorted(v) for k, v in per.items()}
+
+
+def _lr_text(config: Config, rows, tasks: List[str]) -> str:
+    """'lr ...' of the header, read from the rows: one value, or per task / per method where they differ."""
+    per = _row_rates(config, rows)
+    order = [(t, m) for t in tasks for m in GLUE_METHODS if (t, m) in per]
+    if len({v for vs in per.values() for v in vs}) <= 1:
+        return f"lr {next(iter(per.values()), [config.lr])[0]:g}"
+    return "lr " + "; ".join(f"{t} {m} {' and '.join(f'{v:g}' for v in per[t, m])}" for t, m in order)
 
 
 def _table_lines(cells, params: Dict[tuple, int], tasks: List[str], learned: List[str],
@@ -566,8 +631,8 @@ def _omega_section(config: Config, rows, folder: Path) -> List[str]:
     ref = [r["metric"] for r in rows if (r["task"], r["rank"], r["method"]) == (task, rank, base)]
     # each curve names its learning rate: the reference line is the plain adapter at this folder's rate, which
     # need not be its best one (a grid folder runs both methods at one rate)
-    sched = _schedules(config)[task]
-    lr = {m: f"lr {learning_rate(config, sched, m):g}" for m in (method, base)}
+    rates = _row_rates(config, [r for r in rows if (r["task"], r["rank"]) == (task, rank)])
+    lr = {m: "lr " + " and ".join(f"{v:g}" for v in rates.get((task, m), [])) for m in (method, base)}
     path = plot_mean_std(folder / f"omega_{task}_r{rank}.png", {f"{method} k={rank}, {lr[method]}": by_w}, "omega",
                          f"{task} {get_task(task).metric_name} (%)",
                          f"omega sensitivity, {model_label(config.model)}, {task}", logx=True,
@@ -637,14 +702,16 @@ def run(config: Config) -> List[Dict[str, Any]]:
     _validate(config)
     resolve_model(config.model)
     schedules, points = _schedules(config), grid(config)
-    extra = {"schedules": {t: {k: v for k, v in s.items() if k != "dev_max"} for t, s in schedules.items()},
+    extra = {"schedules": {t: {k: v for k, v in s.items() if k not in ("dev_max", "lr")} for t, s in schedules.items()},
              "dev_rows": {t: s["dev_max"] for t, s in schedules.items()}}
+    migrate_rates(_output_dir(config))
     sweep = Sweep(SPEC, config_to_dict(config), _output_dir(config),
                   Path(config.run_dir) if config.run_dir else Path("runs") / "glue" / model_label(config.model),
                   functools.partial(render, config), extra)
     if config.render_only:
         return sweep.run(points, run_one=None, render_only=True)
     sweep.check_settings(sweep.table())  # before the accelerator fixes this process's mixed precision
+    _check_rates(sweep.table(), points, _output_dir(config))
     session = _session(config, sorted({p["task"] for p in points}))
     one = functools.partial(run_one, config, session=session)
     sweep.share = session.accelerator.num_processes == 1  # DDP processes run the same points in step
