@@ -1,4 +1,5 @@
-"""Step 2 of issue 14: read the committed grid folders results/glue/grid_k4_<task>_lr<lr>/summary.csv.
+"""Steps 2 and 4 of issue 14: read the committed grid folders results/glue/grid_k4_<task>_lr<lr>/summary.csv (LoRA,
+sine-LoRA) and results/glue/peers_grid_k4_<task>_lr<lr>/summary.csv (the high-rank peers hira, randlora, vera).
 
     python scripts/glue_grid_best.py TASK METHOD                  # prints METHOD's best lr (omega 200)
     python scripts/glue_grid_best.py TASK METHOD --next L1 L2 ..  # prints the ladder's next lr past the edge
@@ -13,11 +14,16 @@ import sys
 
 from ladder import best, cli
 
-GRIDS = "results/glue/grid_k4_{}_lr{}/summary.csv"
+GRIDS = "results/glue/{}grid_k4_{}_lr{}/summary.csv"
+PEERS = ("hira", "randlora", "vera")
 
 
-def _rows(task, lr="*"):
-    for path in glob.glob(GRIDS.format(task, lr)):
+def _grids(task, method, lr="*"):
+    return GRIDS.format("peers_" if method in PEERS else "", task, lr)
+
+
+def _rows(task, method, lr="*"):
+    for path in glob.glob(_grids(task, method, lr)):
         rate = re.search(r"_lr([^/]+)/summary.csv$", path).group(1)
         for row in csv.DictReader(open(path)):
             if row["metric"]:
@@ -26,17 +32,17 @@ def _rows(task, lr="*"):
 
 def lr_scores(task, method):
     """{lr: METHOD's metric at omega 200 (the omega of every lr grid; empty for methods without one)}."""
-    out = {lr: float(row["metric"]) for lr, row in _rows(task)
+    out = {lr: float(row["metric"]) for lr, row in _rows(task, method)
            if row["method"] == method and float(row["omega"] or 200) == 200.0}
     if not out:
-        sys.exit(f"no finished grid rows for {method} on {task} under {GRIDS.format(task, '*')}")
+        sys.exit(f"no finished grid rows for {method} on {task} under {_grids(task, method)}")
     return out
 
 
 def omega_scores(task):
     """{omega: sine-LoRA's metric} at sine-LoRA's best lr, and that lr."""
     lr = best(lr_scores(task, "sine-lora"))
-    return {f"{float(row['omega']):g}": float(row["metric"]) for _, row in _rows(task, lr)
+    return {f"{float(row['omega']):g}": float(row["metric"]) for _, row in _rows(task, "sine-lora", lr)
             if row["method"] == "sine-lora"}, lr
 
 

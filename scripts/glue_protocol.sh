@@ -9,9 +9,11 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 L="sinelr glue --schedule learn --pooling mean --head-lr 1e-2 --bucket --seeds 0"
 # Step 3 (Tab. 3, its DoRA table and its render): one schedule, one output folder.
 T3_SCHEDULE="sinelr glue --schedule tab3 --pooling mean --head-lr 1e-2 --bucket --omega 200"
-T3="$T3_SCHEDULE --tasks cola sst2 stsb mrpc rte"
-T3="$T3 --output-dir results/glue/all-MiniLM-L6-v2-tab3 --run-dir runs/glue/all-MiniLM-L6-v2-tab3"
-step=${1:?usage: glue_protocol.sh grid TASK | double | cola-check | tab3 | tab3-dora | tab3-render}
+T3_OUT="--output-dir results/glue/all-MiniLM-L6-v2-tab3 --run-dir runs/glue/all-MiniLM-L6-v2-tab3"
+T3="$T3_SCHEDULE --tasks cola sst2 stsb mrpc rte $T3_OUT"
+# Step 4: the high-rank PEFT peers at about LoRA k = 4's trainable count (docs/glue.md).
+PEER_RANKS="--methods hira randlora vera --ranks 4 --method-rank randlora=56 vera=2688"
+step=${1:?usage: glue_protocol.sh grid TASK | double | cola-check | tab3 | tab3-dora | peers-grid TASK | peers | tab3-render}
 case $step in
 grid)
   # Step 2: per-method lr (x1/3, x1, x3 of the task's step-1 rate) at k = 4, seed 0, scored on a fixed 10% of
@@ -67,6 +69,35 @@ cola-check)
       --output-dir results/glue/grid_k4_cola_lr$lr --run-dir runs/glue/grid_k4_cola_lr$lr
   done
   ;;
+peers-grid)
+  # Step 4's tuning, as step 2 tuned LoRA: each peer's lr at its k = 4-sized rank, seed 0, on the 10% validation
+  # split (dev never read), under step 2's schedule; x1/3, x1, x3 around 6e-3 (the peers' documented rates sit
+  # above LoRA's), then the ladder past an edge per method. One folder per rate: results/glue/peers_grid_k4_<task>_lr<lr>.
+  task=${2:?the task to tune on (sst2 and stsb, like step 2)}
+  for lr in 2e-3 6e-3 1.8e-2; do
+    $L --tasks "$task" $PEER_RANKS --val-fraction 0.1 --omega 200 --method-lr hira=$lr randlora=$lr vera=$lr \
+       --output-dir results/glue/peers_grid_k4_${task}_lr$lr --run-dir runs/glue/peers_grid_k4_${task}_lr$lr
+  done
+  ladder="8e-5 2.5e-4 7e-4 2e-3 6e-3 1.8e-2 5e-2 1.5e-1"
+  for method in hira randlora vera; do
+    while next=$(python scripts/glue_grid_best.py "$task" $method --next $ladder); [ -n "$next" ]; do
+      echo "$method's best rate on $task is at the grid's edge: running lr $next"
+      $L --tasks "$task" $PEER_RANKS --methods $method --val-fraction 0.1 --omega 200 --method-lr $method=$next \
+         --output-dir results/glue/peers_grid_k4_${task}_lr$next --run-dir runs/glue/peers_grid_k4_${task}_lr$next
+    done
+  done
+  for method in hira randlora vera; do python scripts/glue_grid_best.py "$task" $method --table; done
+  ;;
+peers)
+  # Step 4's table: the peers on SST-2, STS-B and MRPC, seeds 0 1 2, Tab. 3's schedule, into Tab. 3's folder (rates
+  # are per row), where they pair by seed with LoRA / sine-LoRA k = 4 on the same tasks. Each task takes its own
+  # grid's best rate; MRPC, which has no grid, STS-B's (the other sentence-pair task, also max length 128).
+  for task in sst2 stsb mrpc; do
+    grid=$task; [ $task = mrpc ] && grid=stsb
+    rates=$(for m in hira randlora vera; do echo -n "$m=$(python scripts/glue_grid_best.py $grid $m) "; done)
+    $T3_SCHEDULE --tasks $task $PEER_RANKS --seeds 0 1 2 --method-lr $rates $T3_OUT
+  done
+  ;;
 tab3-render)
   # Re-render the Tab. 3 summary from its rows (no training), the protocol facts measured elsewhere on top. The
   # grid numbers are read from the grid folders (glue_grid_best.py --table); the plateau numbers (results/glue/
@@ -80,5 +111,5 @@ tab3-render)
       "LR / omega grid (step 2; k = 4, seed 0, a fixed 10% of the training rows held out, dev never read; results/glue/grid_k4_*): $grid. Chosen: LoRA 2e-3, sine-LoRA 7e-4, omega 200 (SST-2, STS-B, MRPC); CoLA and RTE, where LoRA needs 7e-4 to learn (step 1), LoRA 7e-4 and sine-LoRA 2.5e-4 (the 1/3 ratio both grids found). DoRA takes LoRA's rate, sine-DoRA sine-LoRA's (configs/glue_tab3.yaml). Check of the transfer on CoLA (cola-check, val split, Tab. 3's schedule): $cola (the rate used is the better; 8e-5 not run; results/glue/grid_k4_cola_lr*)" \
     ${NOTE:+--note "$NOTE"}
   ;;
-*) echo "unknown step $step (expected: grid, double, cola-check, tab3, tab3-dora or tab3-render)"; exit 2;;
+*) echo "unknown step $step (expected: grid, double, cola-check, tab3, tab3-dora, peers-grid, peers or tab3-render)"; exit 2;;
 esac

@@ -59,7 +59,7 @@ def glue_grid(tmp_path):
     rows = {"7e-4": [("lora", "", 87.78), ("sine-lora", "200.0", 88.67), ("sine-lora", "50.0", 88.31),
                      ("sine-lora", "800.0", 86.40)],
             "2e-3": [("lora", "", 88.97), ("sine-lora", "200.0", 86.12)],
-            "6e-3": [("lora", "", 80.77), ("sine-lora", "200.0", 55.47), ("hira", "", "")]}  # "" = unfinished
+            "6e-3": [("lora", "", 80.77), ("sine-lora", "200.0", 55.47), ("dora", "", "")]}  # "" = unfinished
     for lr, items in rows.items():
         _write(grid / f"grid_k4_sst2_lr{lr}" / "summary.csv", GLUE_FIELDS,
                [dict(task="sst2", method=m, rank=4, omega=o, seed=0, metric=v) for m, o, v in items])
@@ -76,6 +76,16 @@ def test_glue_grid_best_reads_the_lr_folders(glue_grid):
     assert _run("glue_grid_best.py", glue_grid, "sst2", "lora", "--next", *LADDER).stdout == ""
 
 
+def test_glue_grid_best_reads_the_peers_from_their_own_folders(glue_grid):
+    for lr, score in (("6e-3", 80.0), ("1.8e-2", 86.0)):
+        _write(glue_grid / "results" / "glue" / f"peers_grid_k4_sst2_lr{lr}" / "summary.csv", GLUE_FIELDS,
+               [dict(task="sst2", method="vera", rank=2688, omega="", seed=0, metric=score),
+                dict(task="sst2", method="hira", rank=4, omega="", seed=0, metric=score - 10)])
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "vera", "--table").stdout == "vera 6e-3 / 1.8e-2 = 80.00 / 86.00\n"
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "hira", "--next", *LADDER, "5e-2").stdout == "5e-2\n"
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "lora", "--table").stdout.startswith("lora 7e-4 / 2e-3 / 6e-3 =")
+
+
 def test_glue_grid_best_omega_is_read_at_the_best_rate(glue_grid):
     assert _run("glue_grid_best.py", glue_grid, "sst2", "omega", "--table").stdout == \
         "omega 50 / 200 / 800 at 7e-4 = 88.31 / 88.67 / 86.40\n"
@@ -83,9 +93,11 @@ def test_glue_grid_best_omega_is_read_at_the_best_rate(glue_grid):
 
 
 def test_glue_grid_best_names_what_is_missing(glue_grid):
-    done = _run("glue_grid_best.py", glue_grid, "sst2", "hira")  # only an unfinished row
-    assert done.returncode != 0 and "no finished grid rows for hira on sst2" in done.stderr
+    done = _run("glue_grid_best.py", glue_grid, "sst2", "dora")  # only an unfinished row
+    assert done.returncode != 0 and "no finished grid rows for dora on sst2" in done.stderr
     assert "results/glue/grid_k4_sst2_lr*/summary.csv" in done.stderr
+    peer = _run("glue_grid_best.py", glue_grid, "sst2", "vera")
+    assert peer.returncode != 0 and "results/glue/peers_grid_k4_sst2_lr*/summary.csv" in peer.stderr
     assert _run("glue_grid_best.py", glue_grid, "sst2").returncode != 0  # usage
 
 
