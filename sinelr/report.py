@@ -271,10 +271,23 @@ def verdict_lines(comparisons: Sequence[PairedComparison], label: str = "k", lab
     return markdown_table(rows, ["label", "n", "diff", "verdict"], head)
 
 
-def provenance_lines(folder: os.PathLike) -> List[str]:
+def compute_line(rows: Sequence[Mapping[str, Any]]) -> List[str]:
+    """The compute behind a folder's rows: how many runs and their training time summed (each row's
+    train_seconds: the wall time of its training in its own process; evaluation and rendering not counted).
+    No line when no row records a time."""
+    times = [r["train_seconds"] for r in rows if r.get("train_seconds") is not None]
+    if not times:
+        return []
+    missing = len(rows) - len(times)
+    return [f"- compute: {len(rows)} runs, {sum(times) / 3600:.2f} h of training summed over them (each row's "
+            "train_seconds, one process per run; with runs side by side the wall-clock time is shorter)"
+            + (f"; {missing} rows record no time" if missing else "")]
+
+
+def provenance_lines(folder: os.PathLike, rows: Optional[Sequence[Mapping[str, Any]]] = None) -> List[str]:
     """Markdown bullets naming the commands (with git sha and date) that computed a folder's rows,
-    read from its provenance.json (the runner's list of runs, or an older single-run file), and the
-    command that rendered this summary."""
+    read from its provenance.json (the runner's list of runs, or an older single-run file), the
+    command that rendered this summary and, given the rows, their compute (`compute_line`)."""
     path = Path(folder) / "provenance.json"
     runs: List[Mapping[str, Any]] = []
     if path.is_file():
@@ -297,7 +310,7 @@ def provenance_lines(folder: os.PathLike) -> List[str]:
     if not lines:
         lines = ["- rows computed by: not recorded"]
     lines.append(f"- summary rendered by: `{now['command']}` (git sha {now['git_sha']}, {now['date']})")
-    return lines
+    return lines + (compute_line(rows) if rows is not None else [])
 
 # ------------------------------------------------------------------------------------------------
 # Generic helpers of recipe summaries (added for the GLUE recipe; any recipe may use them).

@@ -91,6 +91,16 @@ def test_provenance_names_command_and_sha():
     assert p["git_sha"] and p["machine"].startswith(("CPU", "GPU"))
 
 
+def test_summaries_state_the_compute_of_their_rows(tmp_path):
+    from sinelr.report import compute_line, provenance_lines
+
+    rows = [{"train_seconds": 1800.0}, {"train_seconds": 5400.0}, {"train_seconds": None}]
+    line, = compute_line(rows)
+    assert line.startswith("- compute: 3 runs, 2.00 h of training summed") and line.endswith("; 1 rows record no time")
+    assert compute_line([{"train_seconds": None}]) == [] and compute_line([]) == []
+    assert provenance_lines(tmp_path, rows)[-1] == line and not any(x.startswith("- compute:") for x in provenance_lines(tmp_path))
+
+
 def _regression_problem(seed=0):
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(256, 8, generator=g)

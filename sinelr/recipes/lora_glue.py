@@ -479,7 +479,7 @@ def _header_lines(config: Config, rows, folder: Path, tasks: List[str]) -> List[
         "sweep.json (the training setup)"
     lines = [f"# GLUE: LoRA vs sine-LoRA with {label} (paper Tab. 3)", ""]
     lines += [f"**{config.note}**", ""] if config.note else []
-    lines += provenance_lines(folder) + ["- the sweeps as run: `scripts/glue_protocol.sh` (issue 14's protocol steps and Tab. 3); the "
+    lines += provenance_lines(folder, rows) + ["- the sweeps as run: `scripts/glue_protocol.sh` (issue 14's protocol steps and Tab. 3); the "
                                  "superseded 1-epoch tables: `scripts/glue_sweep.sh` (see docs/glue.md)",
         f"- config: config.json and {settings} in this folder; schedule `{config.schedule}`",
         f"- data: GLUE train/dev TSV files in `{_data_root(config)}` (metric per task: "
@@ -653,7 +653,7 @@ def render(config: Config, rows: List[Dict[str, Any]], folder: Path) -> None:
     baselines = _baselines(config, tasks)
     bars = parse_assignments("learn_bars", config.learn_bars, TASK_ORDER)
     learned = _learned(cells, tasks, baselines, config.learn_margin, bars)
-    lines = _header_lines(config, main, folder, tasks) + _protocol_lines(config, main, cells, tasks, learned,
+    lines = _header_lines(config, rows, folder, tasks) + _protocol_lines(config, main, cells, tasks, learned,
                                                                         baselines, bars) + [
         "Metrics in percent, mean +- std over seeds. The first row is each task's majority-class score "
         "(chance: MCC 0, Pearson 0) on the rows evaluated (dev, or the validation split of a tuning run); a task counts in Avg and the verdicts only when "
