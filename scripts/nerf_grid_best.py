@@ -3,6 +3,7 @@ held out by --val-views), read from the grid folders results/nerf/protocol/w64_l
 
     python scripts/nerf_grid_best.py omega               # sine's best omega at lr 2e-3
     python scripts/nerf_grid_best.py sine-lr OMEGA       # sine's best lr at that omega, over the lr folders
+    python scripts/nerf_grid_best.py lr METHOD           # full's or lowrank's (k = 5) best lr, over the lr folders
     ... --next L1 L2 ..                                  # the ladder's next label past the edge where the
                                                          # best sits, or nothing
     ... --table                                          # one line: every label run and its PSNR
@@ -17,8 +18,14 @@ from ladder import cli
 GRIDS = "results/nerf/protocol/w64_lr_grid_{}/summary.csv"
 
 
+def _rows(path, method):
+    """METHOD's finished grid rows (k = 5; full has rank 0)."""
+    return [r for r in csv.DictReader(open(path))
+            if r["method"] == method and r["rank"] == ("0" if method == "full" else "5") and r["psnr"]]
+
+
 def _sine_k5(path):
-    return [r for r in csv.DictReader(open(path)) if r["method"] == "sine" and r["rank"] == "5" and r["psnr"]]
+    return _rows(path, "sine")
 
 
 def omega_scores():
@@ -26,24 +33,32 @@ def omega_scores():
     return {f"{float(r['omega']):g}": float(r["psnr"]) for r in _sine_k5(path)}, path
 
 
-def lr_scores(omega):
+def lr_scores(method, omega=None):
+    """{lr: METHOD's val PSNR} over the lr folders (sine: at `omega`)."""
     out = {}
     for path in glob.glob(GRIDS.format("*")):
         lr = re.search(r"w64_lr_grid_([^/]+)/", path).group(1)
-        out.update({lr: float(r["psnr"]) for r in _sine_k5(path) if float(r["omega"]) == float(omega)})
+        out.update({lr: float(r["psnr"]) for r in _rows(path, method)
+                    if omega is None or float(r["omega"]) == float(omega)})
     return out, GRIDS.format("*")
 
 
 def main(argv):
-    usage = "usage: nerf_grid_best.py omega | sine-lr OMEGA [--next L1 L2 .. | --table]"
-    if not argv or argv[0] not in ("omega", "sine-lr") or (argv[0] == "sine-lr" and len(argv) < 2):
+    usage = "usage: nerf_grid_best.py omega | sine-lr OMEGA | lr full|lowrank [--next L1 L2 .. | --table]"
+    if not argv or argv[0] not in ("omega", "sine-lr", "lr") or (argv[0] != "omega" and len(argv) < 2) \
+            or (argv[0] == "lr" and argv[1] not in ("full", "lowrank")):
         sys.exit(usage)
-    score, where = omega_scores() if argv[0] == "omega" else lr_scores(argv[1])
+    if argv[0] == "omega":
+        (score, where), what, rows = omega_scores(), "sine's omega at 2e-3", "sine k = 5"
+    elif argv[0] == "sine-lr":
+        (score, where), what, rows = lr_scores("sine", argv[1]), f"sine's rate at omega {argv[1]}", "sine k = 5"
+    else:
+        (score, where), what = lr_scores(argv[1]), f"{argv[1]}'s rate"
+        rows = "full" if argv[1] == "full" else "lowrank k = 5"
     if not score:
-        sys.exit(f"no finished sine k = 5 rows in {where}")
+        sys.exit(f"no finished {rows} rows in {where}")
     if "--table" in argv:
         labels = sorted(score, key=float)
-        what = "sine's omega at 2e-3" if argv[0] == "omega" else f"sine's rate at omega {argv[1]}"
         print(f"{what}: {' / '.join(labels)} = {' / '.join(f'{score[k]:.2f}' for k in labels)}")
         return
     cli(score, argv)

@@ -108,7 +108,7 @@ def test_nerf_grid_best_reads_omega_and_lr_folders(tmp_path):
            [dict(method="sine", rank=5, omega=w, seed=0, psnr=p) for w, p in
             (("10", 21.07), ("30", 21.75), ("100", 21.01), ("300", 20.34))]
            + [dict(method="sine", rank=1, omega="100", seed=0, psnr=30.0),  # another rank: ignored
-              dict(method="low-rank", rank=5, omega="", seed=0, psnr=30.0)])
+              dict(method="lowrank", rank=5, omega="", seed=0, psnr=30.0)])
     _write(grids / "w64_lr_grid_7e-4" / "summary.csv", fields, [dict(method="sine", rank=5, omega="30", seed=0, psnr=20.49)])
     assert _run("nerf_grid_best.py", tmp_path, "omega").stdout == "30\n"
     assert _run("nerf_grid_best.py", tmp_path, "omega", "--table").stdout == \
@@ -119,3 +119,7 @@ def test_nerf_grid_best_reads_omega_and_lr_folders(tmp_path):
         == "6e-3\n"
     missing = _run("nerf_grid_best.py", tmp_path, "sine-lr", "1000")
     assert missing.returncode != 0 and "no finished sine k = 5 rows" in missing.stderr
+    # full (rank 0) and low-rank (k = 5) rates over the same folders; the low-rank k = 5 row at 2e-3 counts
+    assert _run("nerf_grid_best.py", tmp_path, "lr", "lowrank", "--table").stdout == "lowrank's rate: 2e-3 = 30.00\n"
+    assert "no finished full rows" in _run("nerf_grid_best.py", tmp_path, "lr", "full").stderr
+    assert _run("nerf_grid_best.py", tmp_path, "lr", "sine").returncode != 0  # usage: sine goes through sine-lr
