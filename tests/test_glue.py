@@ -356,18 +356,20 @@ def test_a_method_joins_a_folder_at_its_own_rate_and_every_row_records_its_rate(
     assert "learning rates used: rte lora 0.003; rte hira 0.02" in (tmp_path / "out" / "summary.md").read_text()
 
 
-def test_an_older_folder_moves_its_rates_from_settings_into_its_rows_once(tmp_path, shared_data):
-    """results/glue/grid_k4_cola_lr2.5e-4 was written when rates were folder settings (method_lr
+def test_an_older_folder_moves_its_rates_from_settings_into_its_rows_once(tmp_path):
+    """A folder written when rates were folder settings (like results/glue/grid_k4_cola_lr2.5e-4: method_lr
     sine-lora=2.5e-4 beside the schedule's per-method rates): its row gets 2.5e-4, the settings lose every rate."""
-    import shutil
-
     from sinelr.cli import load_recipe
 
     glue = load_recipe("glue")
     folder = tmp_path / "grid"
-    shutil.copytree(ROOT / "results" / "glue" / "grid_k4_cola_lr2.5e-4", folder)
-    before = json.loads((folder / "settings.json").read_text())["settings"]
-    assert before["method_lr"] == ["lora=2.5e-4", "sine-lora=2.5e-4"] and "lr" in before["schedules"]["cola"]
+    old_columns = {k: v for k, v in RESULT_COLUMNS.items() if k != "lr"}
+    ResultsTable(folder / "summary.csv", old_columns, RESULT_KEY).add(dict(
+        model="all-MiniLM-L6-v2", task="cola", method="sine-lora", rank=4, omega=200.0, seed=0,
+        trainable_params=37634, metric_name="mcc", metric=24.22))
+    before = {"bucket": True, "lr": 0.003, "method_lr": ["lora=2.5e-4", "sine-lora=2.5e-4"], "val_fraction": 0.1,
+              "schedules": {"cola": {"epochs": 10, "lr": {"lora": 7e-4, "sine-lora": 7e-4}, "max_seq_len": 48}}}
+    (folder / "settings.json").write_text(json.dumps({"settings": before, "fingerprint": "old"}))
     glue.migrate_rates(folder)
     rows = _rows(folder)
     assert [(r["method"], float(r["lr"])) for r in rows] == [("sine-lora", 2.5e-4)]
