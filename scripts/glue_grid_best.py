@@ -1,5 +1,6 @@
 """Steps 2 and 4 of issue 14: read the committed grid folders results/glue/grid_k4_<task>_lr<lr>/summary.csv (LoRA,
-sine-LoRA) and results/glue/peers_grid_k4_<task>_lr<lr>/summary.csv (the high-rank peers hira, randlora, vera).
+sine-LoRA), results/glue/dora_grid_k4_<task>_lr<lr>/summary.csv (DoRA, sine-DoRA) and
+results/glue/peers_grid_k4_<task>_lr<lr>/summary.csv (the high-rank peers hira, randlora, vera).
 
     python scripts/glue_grid_best.py TASK METHOD                  # prints METHOD's best lr (omega 200)
     python scripts/glue_grid_best.py TASK METHOD --next L1 L2 ..  # prints the ladder's next lr past the edge
@@ -15,11 +16,11 @@ import sys
 from ladder import best, cli
 
 GRIDS = "results/glue/{}grid_k4_{}_lr{}/summary.csv"
-PEERS = ("hira", "randlora", "vera")
+PREFIX = {"hira": "peers_", "randlora": "peers_", "vera": "peers_", "dora": "dora_", "sine-dora": "dora_"}
 
 
 def _grids(task, method, lr="*"):
-    return GRIDS.format("peers_" if method in PEERS else "", task, lr)
+    return GRIDS.format(PREFIX.get(method, ""), task, lr)
 
 
 def _rows(task, method, lr="*"):

@@ -13,7 +13,7 @@ T3_OUT="--output-dir results/glue/all-MiniLM-L6-v2-tab3 --run-dir runs/glue/all-
 T3="$T3_SCHEDULE --tasks cola sst2 stsb mrpc rte $T3_OUT"
 # Step 4: the high-rank PEFT peers at about LoRA k = 4's trainable count (docs/glue.md).
 PEER_RANKS="--methods hira randlora vera --ranks 4 --method-rank randlora=56 vera=2688"
-step=${1:?usage: glue_protocol.sh grid TASK | double | cola-check | tab3 | tab3-dora | peers-grid TASK | peers | tab3-render}
+step=${1:?usage: glue_protocol.sh grid TASK | double | cola-check | tab3 | dora-grid TASK | tab3-dora | peers-grid TASK | peers | tab3-render}
 case $step in
 grid)
   # Step 2: per-method lr (x1/3, x1, x3 of the task's step-1 rate) at k = 4, seed 0, scored on a fixed 10% of
@@ -55,9 +55,30 @@ tab3)
     $T3 --methods lora sine-lora --ranks $ranks --seeds 0 1 2
   done
   ;;
+dora-grid)
+  # Step 2 for DoRA / sine-DoRA (the protocol tunes every method; tab3-dora uses these rates): k = 4, seed 0, the
+  # 10% validation split (dev never read), omega 200, step 2's schedule; 7e-4 / 2e-3 / 6e-3 as LoRA's grid, then
+  # the ladder past an edge per method. One folder per rate: results/glue/dora_grid_k4_<task>_lr<lr>.
+  task=${2:?the task to tune on (sst2 and stsb, like step 2)}
+  for lr in 7e-4 2e-3 6e-3; do
+    $L --tasks "$task" --methods dora sine-dora --ranks 4 --val-fraction 0.1 --omega 200 \
+       --method-lr dora=$lr sine-dora=$lr \
+       --output-dir results/glue/dora_grid_k4_${task}_lr$lr --run-dir runs/glue/dora_grid_k4_${task}_lr$lr
+  done
+  ladder="8e-5 2.5e-4 7e-4 2e-3 6e-3 1.8e-2"
+  for method in dora sine-dora; do
+    while next=$(python scripts/glue_grid_best.py "$task" $method --next $ladder); [ -n "$next" ]; do
+      echo "$method's best rate on $task is at the grid's edge: running lr $next"
+      $L --tasks "$task" --methods $method --ranks 4 --val-fraction 0.1 --omega 200 --method-lr $method=$next \
+         --output-dir results/glue/dora_grid_k4_${task}_lr$next --run-dir runs/glue/dora_grid_k4_${task}_lr$next
+    done
+  done
+  for method in dora sine-dora; do python scripts/glue_grid_best.py "$task" $method --table; done
+  ;;
 tab3-dora)
-  # Step 3's second table: DoRA vs sine-DoRA at k = 4 and 8, seeds 0 1 2 (DoRA at LoRA's rate, sine-DoRA at
-  # sine-LoRA's: configs/glue_tab3.yaml), into the same folder as Tab. 3.
+  # Step 3's second table: DoRA vs sine-DoRA at k = 4 and 8, seeds 0 1 2, at the rates of configs/glue_tab3.yaml
+  # (today LoRA's and sine-LoRA's; where dora-grid finds other bests, change the dora / sine-dora entries there
+  # first: rates are per row, so the folder takes them), into the same folder as Tab. 3.
   $T3 --methods dora sine-dora --ranks 4 8 --seeds 0 1 2
   ;;
 cola-check)
@@ -111,5 +132,5 @@ tab3-render)
       "LR / omega grid (step 2; k = 4, seed 0, a fixed 10% of the training rows held out, dev never read; results/glue/grid_k4_*): $grid. Chosen: LoRA 2e-3, sine-LoRA 7e-4, omega 200 (SST-2, STS-B, MRPC); CoLA and RTE, where LoRA needs 7e-4 to learn (step 1), LoRA 7e-4 and sine-LoRA 2.5e-4 (the 1/3 ratio both grids found). DoRA takes LoRA's rate, sine-DoRA sine-LoRA's (configs/glue_tab3.yaml). Check of the transfer on CoLA (cola-check, val split, Tab. 3's schedule): $cola (the rate used is the better; 8e-5 not run; results/glue/grid_k4_cola_lr*)" \
     ${NOTE:+--note "$NOTE"}
   ;;
-*) echo "unknown step $step (expected: grid, double, cola-check, tab3, tab3-dora, peers-grid, peers or tab3-render)"; exit 2;;
+*) echo "unknown step $step (expected: grid, double, cola-check, tab3, dora-grid, tab3-dora, peers-grid, peers or tab3-render)"; exit 2;;
 esac

@@ -59,7 +59,7 @@ def glue_grid(tmp_path):
     rows = {"7e-4": [("lora", "", 87.78), ("sine-lora", "200.0", 88.67), ("sine-lora", "50.0", 88.31),
                      ("sine-lora", "800.0", 86.40)],
             "2e-3": [("lora", "", 88.97), ("sine-lora", "200.0", 86.12)],
-            "6e-3": [("lora", "", 80.77), ("sine-lora", "200.0", 55.47), ("dora", "", "")]}  # "" = unfinished
+            "6e-3": [("lora", "", 80.77), ("sine-lora", "200.0", 55.47), ("full", "", "")]}  # "" = unfinished
     for lr, items in rows.items():
         _write(grid / f"grid_k4_sst2_lr{lr}" / "summary.csv", GLUE_FIELDS,
                [dict(task="sst2", method=m, rank=4, omega=o, seed=0, metric=v) for m, o, v in items])
@@ -93,9 +93,11 @@ def test_glue_grid_best_omega_is_read_at_the_best_rate(glue_grid):
 
 
 def test_glue_grid_best_names_what_is_missing(glue_grid):
-    done = _run("glue_grid_best.py", glue_grid, "sst2", "dora")  # only an unfinished row
-    assert done.returncode != 0 and "no finished grid rows for dora on sst2" in done.stderr
+    done = _run("glue_grid_best.py", glue_grid, "sst2", "full")  # only an unfinished row
+    assert done.returncode != 0 and "no finished grid rows for full on sst2" in done.stderr
     assert "results/glue/grid_k4_sst2_lr*/summary.csv" in done.stderr
+    dora = _run("glue_grid_best.py", glue_grid, "sst2", "sine-dora")  # DoRA's grids have their own folders
+    assert dora.returncode != 0 and "results/glue/dora_grid_k4_sst2_lr*/summary.csv" in dora.stderr
     peer = _run("glue_grid_best.py", glue_grid, "sst2", "vera")
     assert peer.returncode != 0 and "results/glue/peers_grid_k4_sst2_lr*/summary.csv" in peer.stderr
     assert _run("glue_grid_best.py", glue_grid, "sst2").returncode != 0  # usage
