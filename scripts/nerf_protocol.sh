@@ -9,7 +9,7 @@ set -e
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 M="sinelr nerf --config configs/nerf_cpu_v2.yaml --width 64 --noise-std 1.0 --steps 12000 --lr-decay-steps 12000"
-step=${1:?usage: nerf_protocol.sh grid | omega | sine-lr | tab4 [SCENE [SEEDS [RANKS]]] | double | fig7 [SEEDS] | render}
+step=${1:?usage: nerf_protocol.sh grid | omega | sine-lr | tab4 [SCENE [SEEDS [RANKS]]] | double [RANKS] | fig7 [SEEDS] | render}
 case $step in
 grid)
   # Step 2 at the table's step count (the 6000-step grid of the width-128 model did not carry to 12000 steps):
@@ -49,8 +49,9 @@ sine-lr)
 tab4|double|fig7|render)
   # The table on configs/nerf_cpu_w64.yaml (per-method rates of the grid), sine at the omega the omega step
   # chose (best val PSNR of sine k = 5 in w64_lr_grid_2e-3). tab4: one scene (default fern), its seeds
-  # (default 0 1 2) and ranks (default the config's 1 5 10); double: the seed-0 fern comparison at k = 5 with the
-  # budget doubled (24000 steps).
+  # (default 0 1 2) and ranks (default the config's 1 5 10); double [RANKS]: the seed-0 fern comparison at k = 5
+  # (or RANKS, e.g. "10": is the table's k = 10 reversal capacity or convergence speed?) with the budget doubled
+  # (24000 steps).
   w=$(python scripts/nerf_grid_best.py omega)
   echo "sine omega: $w"
   T="sinelr nerf --config configs/nerf_cpu_w64.yaml --omega $w"
@@ -67,7 +68,7 @@ tab4|double|fig7|render)
       "plateau (full, fern, seed 0, budget doubled; threshold 0.5 dB): 12000 -> 24000 steps 25.86 -> 26.93 dB (+1.07): FAILS (results/nerf/protocol/w64_noise1_full_s*), so this is a fixed-budget comparison, not the protocol's evidence; in its place the comparison itself at a doubled budget (fern, seed 0, k = 5; results/nerf/protocol/w64_double_s24000): sine - low-rank +0.12 dB at 12000 steps, +0.51 dB at 24000" \
       "LR / omega grid (fern, seed 0, k = 5, 12000 steps, 2 training views held out, test views never read; results/nerf/protocol/w64_lr_grid_*): $(python scripts/nerf_grid_best.py lr full --table); $(python scripts/nerf_grid_best.py lr lowrank --table); $(python scripts/nerf_grid_best.py sine-lr 100 --table); $(python scripts/nerf_grid_best.py omega --table); $(python scripts/nerf_grid_best.py sine-lr $w --table). Chosen: full 2e-3, low-rank 6e-3, sine 2e-3, omega 30"
   else
-    $T --scene fern --seeds 0 --ranks 5 --methods lowrank sine --steps 24000 --lr-decay-steps 24000 \
+    $T --scene fern --seeds 0 --ranks ${2:-5} --methods lowrank sine --steps 24000 --lr-decay-steps 24000 \
        --output-dir results/nerf/protocol/w64_double_s24000 --run-dir runs/nerf/protocol/w64_double_s24000
   fi
   ;;
