@@ -115,7 +115,11 @@ peers)
   # grid's best rate; MRPC, which has no grid, STS-B's (the other sentence-pair task, also max length 128).
   for task in sst2 stsb mrpc; do
     grid=$task; [ $task = mrpc ] && grid=stsb
-    rates=$(for m in hira randlora vera; do echo -n "$m=$(python scripts/glue_grid_best.py $grid $m) "; done)
+    rates=""
+    for m in hira randlora vera; do
+      r=$(python scripts/glue_grid_best.py $grid $m)  # set -e: no grid rows for a peer stops here, naming them
+      rates="$rates $m=$r"
+    done
     $T3_SCHEDULE --tasks $task $PEER_RANKS --seeds 0 1 2 --method-lr $rates $T3_OUT
   done
   ;;
