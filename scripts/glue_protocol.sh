@@ -12,7 +12,29 @@ T3_SCHEDULE="sinelr glue --schedule tab3 --pooling mean --head-lr 1e-2 --bucket 
 T3_OUT="--output-dir results/glue/all-MiniLM-L6-v2-tab3 --run-dir runs/glue/all-MiniLM-L6-v2-tab3"
 T3="$T3_SCHEDULE --tasks cola sst2 stsb mrpc rte $T3_OUT"
 # Step 4: the high-rank PEFT peers at about LoRA k = 4's trainable count (docs/glue.md).
-PEER_RANKS="--methods hira randlora vera --ranks 4 --method-rank randlora=56 vera=2688"
+PEERS="hira randlora vera"
+PEER_RANKS="--ranks 4 --method-rank randlora=56 vera=2688"
+LADDER="8e-5 2.5e-4 7e-4 2e-3 6e-3 1.8e-2"
+# tune TASK PREFIX "LRS" "LADDER" "ARGS" METHOD..: the rates of METHODS on TASK's fixed 10% validation split (seed 0,
+# omega 200, the dev set never read; ARGS: their ranks): every method at each of LRS, one folder per rate
+# (results/glue/<PREFIX>grid_k4_<task>_lr<lr>); then a method whose best rate sits at an edge of what ran gets the
+# ladder's next rate past that edge (alone in its own folder), until its best is interior or the ladder ends.
+tune() {
+  local task=$1 prefix=$2 lrs=$3 ladder=$4 args=$5 lr method; shift 5
+  at() {  # at LR METHOD..
+    local rate=$1; shift
+    $L --tasks "$task" --methods "$@" $args --val-fraction 0.1 --omega 200 --method-lr $(printf "%s=$rate " "$@") \
+       --output-dir results/glue/${prefix}grid_k4_${task}_lr$rate --run-dir runs/glue/${prefix}grid_k4_${task}_lr$rate
+  }
+  for lr in $lrs; do at $lr "$@"; done
+  for method in "$@"; do
+    while lr=$(python scripts/glue_grid_best.py "$task" $method --next $ladder); [ -n "$lr" ]; do
+      echo "$method's best rate on $task is at the grid's edge: running lr $lr"
+      at $lr $method
+    done
+  done
+  for method in "$@"; do python scripts/glue_grid_best.py "$task" $method --table; done
+}
 step=${1:?usage: glue_protocol.sh grid TASK | double | cola-check | tab3 | dora-grid TASK | tab3-dora | peers-grid TASK | peers | tab3-render}
 case $step in
 grid)
@@ -21,21 +43,7 @@ grid)
   # omega 50 and 800 at sine-LoRA's best rate. One folder per rate: results/glue/grid_k4_<task>_lr<lr>.
   task=${2:?the task to tune on}
   case $task in cola|rte) lrs="2.5e-4 7e-4 2e-3";; *) lrs="7e-4 2e-3 6e-3";; esac
-  for lr in $lrs; do
-    $L --tasks "$task" --methods lora sine-lora --ranks 4 --val-fraction 0.1 --omega 200 \
-       --method-lr lora=$lr sine-lora=$lr \
-       --output-dir results/glue/grid_k4_${task}_lr$lr --run-dir runs/glue/grid_k4_${task}_lr$lr
-  done
-  # A method whose best rate sits at an edge of the grid gets the next rate past that edge (x1/3 or x3, alone in
-  # its own folder), until its best is interior or the ladder ends.
-  ladder="8e-5 2.5e-4 7e-4 2e-3 6e-3 1.8e-2"
-  for method in lora sine-lora; do
-    while next=$(python scripts/glue_grid_best.py "$task" "$method" --next $ladder); [ -n "$next" ]; do
-      echo "$method's best rate on $task is at the grid's edge: running lr $next"
-      $L --tasks "$task" --methods $method --ranks 4 --val-fraction 0.1 --omega 200 --method-lr $method=$next \
-         --output-dir results/glue/grid_k4_${task}_lr$next --run-dir runs/glue/grid_k4_${task}_lr$next
-    done
-  done
+  tune "$task" "" "$lrs" "$LADDER" "--ranks 4" lora sine-lora
   best=$(python scripts/glue_grid_best.py "$task" sine-lora)
   echo "sine-LoRA's best lr on $task: $best; omega 50 and 800 there"
   $L --tasks "$task" --methods lora sine-lora --ranks 4 --val-fraction 0.1 --omega 200 --omegas 50 800 \
@@ -60,20 +68,7 @@ dora-grid)
   # 10% validation split (dev never read), omega 200, step 2's schedule; 7e-4 / 2e-3 / 6e-3 as LoRA's grid, then
   # the ladder past an edge per method. One folder per rate: results/glue/dora_grid_k4_<task>_lr<lr>.
   task=${2:?the task to tune on (sst2 and stsb, like step 2)}
-  for lr in 7e-4 2e-3 6e-3; do
-    $L --tasks "$task" --methods dora sine-dora --ranks 4 --val-fraction 0.1 --omega 200 \
-       --method-lr dora=$lr sine-dora=$lr \
-       --output-dir results/glue/dora_grid_k4_${task}_lr$lr --run-dir runs/glue/dora_grid_k4_${task}_lr$lr
-  done
-  ladder="8e-5 2.5e-4 7e-4 2e-3 6e-3 1.8e-2"
-  for method in dora sine-dora; do
-    while next=$(python scripts/glue_grid_best.py "$task" $method --next $ladder); [ -n "$next" ]; do
-      echo "$method's best rate on $task is at the grid's edge: running lr $next"
-      $L --tasks "$task" --methods $method --ranks 4 --val-fraction 0.1 --omega 200 --method-lr $method=$next \
-         --output-dir results/glue/dora_grid_k4_${task}_lr$next --run-dir runs/glue/dora_grid_k4_${task}_lr$next
-    done
-  done
-  for method in dora sine-dora; do python scripts/glue_grid_best.py "$task" $method --table; done
+  tune "$task" dora_ "7e-4 2e-3 6e-3" "$LADDER" "--ranks 4" dora sine-dora
   ;;
 tab3-dora)
   # Step 3's second table: DoRA vs sine-DoRA at k = 4 and 8, seeds 0 1 2, at the rates of configs/glue_tab3.yaml
@@ -95,19 +90,7 @@ peers-grid)
   # split (dev never read), under step 2's schedule; x1/3, x1, x3 around 6e-3 (the peers' documented rates sit
   # above LoRA's), then the ladder past an edge per method. One folder per rate: results/glue/peers_grid_k4_<task>_lr<lr>.
   task=${2:?the task to tune on (sst2 and stsb, like step 2)}
-  for lr in 2e-3 6e-3 1.8e-2; do
-    $L --tasks "$task" $PEER_RANKS --val-fraction 0.1 --omega 200 --method-lr hira=$lr randlora=$lr vera=$lr \
-       --output-dir results/glue/peers_grid_k4_${task}_lr$lr --run-dir runs/glue/peers_grid_k4_${task}_lr$lr
-  done
-  ladder="8e-5 2.5e-4 7e-4 2e-3 6e-3 1.8e-2 5e-2 1.5e-1"
-  for method in hira randlora vera; do
-    while next=$(python scripts/glue_grid_best.py "$task" $method --next $ladder); [ -n "$next" ]; do
-      echo "$method's best rate on $task is at the grid's edge: running lr $next"
-      $L --tasks "$task" $PEER_RANKS --methods $method --val-fraction 0.1 --omega 200 --method-lr $method=$next \
-         --output-dir results/glue/peers_grid_k4_${task}_lr$next --run-dir runs/glue/peers_grid_k4_${task}_lr$next
-    done
-  done
-  for method in hira randlora vera; do python scripts/glue_grid_best.py "$task" $method --table; done
+  tune "$task" peers_ "2e-3 6e-3 1.8e-2" "$LADDER 5e-2 1.5e-1" "$PEER_RANKS" $PEERS
   ;;
 peers)
   # Step 4's table: the peers on SST-2, STS-B and MRPC, seeds 0 1 2, Tab. 3's schedule, into Tab. 3's folder (rates
@@ -116,11 +99,11 @@ peers)
   for task in sst2 stsb mrpc; do
     grid=$task; [ $task = mrpc ] && grid=stsb
     rates=""
-    for m in hira randlora vera; do
+    for m in $PEERS; do
       r=$(python scripts/glue_grid_best.py $grid $m)  # set -e: no grid rows for a peer stops here, naming them
       rates="$rates $m=$r"
     done
-    $T3_SCHEDULE --tasks $task $PEER_RANKS --seeds 0 1 2 --method-lr $rates $T3_OUT
+    $T3_SCHEDULE --tasks $task --methods $PEERS $PEER_RANKS --seeds 0 1 2 --method-lr $rates $T3_OUT
   done
   ;;
 tab3-render)
