@@ -13,7 +13,7 @@ import glob
 import re
 import sys
 
-from ladder import best, cli
+from ladder import best, cli, table
 
 GRIDS = "results/glue/{}grid_k4_{}_lr{}/summary.csv"
 PREFIX = {"hira": "peers_", "randlora": "peers_", "vera": "peers_", "dora": "dora_", "sine-dora": "dora_"}
@@ -54,15 +54,14 @@ def main(argv):
     if what == "omega":
         score, lr = omega_scores(task)
         if "--table" in argv:
-            labels = sorted(score, key=float)
-            print(f"omega {' / '.join(labels)} at {lr} = {' / '.join(f'{score[k]:.2f}' for k in labels)}")
+            labels, _, values = table(score).partition(" = ")
+            print(f"omega {labels} at {lr} = {values}")
         else:
             print(best(score))
         return
     score = lr_scores(task, what)
     if "--table" in argv:
-        labels = sorted(score, key=float)
-        print(f"{what} {' / '.join(labels)} = {' / '.join(f'{score[k]:.2f}' for k in labels)}")
+        print(f"{what} {table(score)}")
         return
     cli(score, argv)
 

@@ -24,6 +24,12 @@ def next_past_edge(score, ladder):
     return None
 
 
+def table(score):
+    """'L1 / L2 / .. = s1 / s2 / ..': every label run, in increasing order, and its score (two decimals)."""
+    labels = sorted(score, key=float)
+    return f"{' / '.join(labels)} = {' / '.join(f'{score[k]:.2f}' for k in labels)}"
+
+
 def cli(score, argv):
     """Print the best label, or with `--next L1 L2 ..` the ladder's next label past an edge best (or nothing)."""
     if "--next" not in argv:

@@ -13,7 +13,7 @@ import glob
 import re
 import sys
 
-from ladder import cli
+from ladder import cli, table
 
 GRIDS = "results/nerf/protocol/w64_lr_grid_{}/summary.csv"
 
@@ -58,8 +58,7 @@ def main(argv):
     if not score:
         sys.exit(f"no finished {rows} rows in {where}")
     if "--table" in argv:
-        labels = sorted(score, key=float)
-        print(f"{what}: {' / '.join(labels)} = {' / '.join(f'{score[k]:.2f}' for k in labels)}")
+        print(f"{what}: {table(score)}")
         return
     cli(score, argv)
 
