@@ -371,6 +371,23 @@ def test_bd_figures_flag_akima_and_pchip_disagreeing_in_sign():
     assert bd_figures([1e4], [20.0], RATES, PSNRS).error is not None
 
 
+def test_each_scene_gets_its_own_verdicts_when_the_scene_mean_pairs_fewer_seeds():
+    """Fern at 3 seeds beside flower at 1: the scene mean pairs one seed, fern's own verdict pairs three."""
+    c = nerf_llff.Config(omega=30.0)
+    rows = []
+    for scene, seeds in (("fern", (0, 1, 2)), ("flower", (0,))):
+        for seed in seeds:
+            for method, w, psnr in (("lowrank", 0.0, 16.0 + 0.1 * seed), ("sine", 30.0, 17.0 + 0.2 * seed)):
+                rows.append({"scene": scene, "method": method, "rank": 1, "omega": w, "seed": seed, "psnr": psnr,
+                             "ssim": 0.5, "params": 10, "compression": 0.1, "model_bytes": 0})
+    text = "\n".join(nerf_llff._table_lines(c, rows, ["fern", "flower"]))
+    assert "| 1 | 1 | +1.00 (1 seed: no interval) | no difference shown |" in text  # the scene mean: seed 0 only
+    per = text[text.index("Per scene"):]
+    assert "| fern k=1 | 3 | +1.10 [" in per and "sine better" in per  # differences 1.0, 1.1, 1.2
+    assert "| flower k=1 | 1 | +1.00 (1 seed: no interval) |" in per
+    assert "Per scene" not in "\n".join(nerf_llff._table_lines(c, [r for r in rows if r["scene"] == "fern"], ["fern"]))
+
+
 def test_bd_warning_is_printed_beside_the_figure_in_the_summary_table():
     from sinelr.report import rd_bd_figures, rd_bd_lines, rd_curves
 

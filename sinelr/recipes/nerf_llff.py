@@ -390,6 +390,14 @@ def _table_lines(c: Config, rows: List[Dict[str, Any]], scenes: List[str]) -> Li
            "Params count all networks of the model (coarse, and fine when n_fine > 0).", ""]
     if comps:
         out += ["Sine minus low-rank PSNR (dB, scene mean), paired by seed:", "", verdict_lines(comps, "rank k", ranks), ""]
+    if len(scenes) > 1:  # the scene mean pairs only seeds that have every scene: each scene's own verdicts too
+        per = [(f"{s} k={k}", _psnr(rows, "lowrank", k, 0.0, [s]), _psnr(rows, "sine", k, float(c.omega), [s]))
+               for s in scenes for k in ranks]
+        per = [(label, low, sine) for label, low, sine in per if low and sine]
+        if per:
+            out += ["Per scene, sine minus low-rank PSNR (dB), paired by seed:", "",
+                    verdict_lines([paired_comparison(low, sine, "low-rank", "sine") for _, low, sine in per],
+                                  "scene, k", [label for label, _, _ in per]), ""]
     return out + _ssim_lines(c, rows, scenes, ranks)
 
 
