@@ -6,6 +6,9 @@ A recipe gives the points of its grid and `run_one(point, run_folder) -> record`
   (the whole config minus the grid axes and the keys declared as not changing any number); a run with
   other settings stops before writing anything and names the keys that differ;
 - skips points whose key (always including the seed) is already in `summary.csv`;
+- keeps a setting chosen per point (a row setting: the learning rate of each method) in the rows rather than
+  in the folder's settings: rows at other values share the folder (a method tuned later joins a table at its
+  own rate), and a point whose existing row recorded another value is refused, naming both;
 - gives every point its own run folder `<run_dir>/<slug>-<fingerprint>/` (config.json, metrics.json,
   checkpoint/), where the fingerprint covers every training key, so a changed key trains anew and an
   interrupted point resumes from its checkpoint;
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -77,6 +81,11 @@ class SweepSpec:
     added_keys: keys added to the config after folders were written, each with the value that reproduces
     the behaviour from before it existed: at that value the key is left out of the settings and of the
     run-folder fingerprints, so older folders keep resuming and re-rendering.
+    row_settings: {column: the config keys it is chosen from} for a setting chosen per point (e.g. {"lr": ("lr",
+    "method_lr")}: each method's learning rate). Every point carries the column and its row records it; the
+    config keys are left out of the folder's settings and of the run-folder fingerprint (the point's value is in
+    it); a point whose existing row recorded another value is refused. A folder written before the recipe
+    declared the setting (its settings.json holds those keys) is accepted when every row records the column.
     """
 
     name: str
@@ -86,6 +95,7 @@ class SweepSpec:
     not_in_results: Sequence[str] = ("output_dir", "run_dir", "device", "checkpoint_every", "progress")
     not_in_training: Sequence[str] = ()
     added_keys: Mapping[str, Any] = field(default_factory=dict)
+    row_settings: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if "seed" not in self.key:
@@ -93,6 +103,14 @@ class SweepSpec:
         missing = [k for k in self.key if k not in self.columns]
         if missing:
             raise ValueError(f"{self.name}: key columns {missing} are not among the columns {list(self.columns)}")
+        bad = [c for c in self.row_settings if c not in self.columns or c in self.key]
+        if bad:
+            raise ValueError(f"{self.name}: row settings {bad} must be columns outside the key {self.key}")
+
+    @property
+    def row_setting_keys(self) -> List[str]:
+        """The config keys the row settings are chosen from (left out of the folder's settings)."""
+        return [k for keys in self.row_settings.values() for k in keys]
 
 
 def _staging(folder: Path) -> Path:
@@ -240,6 +258,16 @@ def publish_folder(folder: os.PathLike, write: Callable[[Path], None]) -> None:
     recover_folder(folder)  # removes the old copy and the marker
 
 
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+    return a == b
+
+
+def _text(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def _slug(point: Mapping[str, Any]) -> str:
     text = "_".join(f"{k}{v}" for k, v in point.items() if v is not None and v != "")
     return re.sub(r"[^A-Za-z0-9.=+-]+", "-", text)[:120]
@@ -268,7 +296,7 @@ class Sweep:
         for name, path in (("output_dir", self.output_dir), ("run_dir", self.run_dir)):
             if path.exists() and not path.is_dir():
                 raise ConfigError(f"{name} {str(path)!r} is an existing file, not a folder")
-        excluded = set(self.spec.grid_keys) | set(self.spec.not_in_results)
+        excluded = set(self.spec.grid_keys) | set(self.spec.not_in_results) | set(self.spec.row_setting_keys)
         excluded |= {k for k, v in self.spec.added_keys.items() if self.config.get(k, v) == v}
         self.results_settings = {**training_config(self.config, excluded), **_plain(self.extra)}
         self.training_settings = training_config(self.results_settings, self.spec.not_in_training)
@@ -282,8 +310,9 @@ class Sweep:
             recover_folder(self.output_dir)
         return ResultsTable(self.output_dir / "summary.csv", self.spec.columns, self.spec.key)
 
-    def check_settings(self, table: ResultsTable) -> None:
-        """Refuse when the folder's rows were computed under other settings (names the keys)."""
+    def check_settings(self, table: ResultsTable, points: Sequence[Point] = ()) -> None:
+        """Refuse when the folder's rows were computed under other settings (names the keys), or when one of
+        `points` already has a row that recorded another value of a row setting (names both values)."""
         path = self.output_dir / "settings.json"
         if not table.rows:
             return
@@ -292,7 +321,7 @@ class Sweep:
                 f"{self.output_dir} holds {len(table.rows)} rows but no settings.json recording how they were "
                 "computed (written by an older sinelr?); use another --output-dir, or rerun with --render-only "
                 "to re-render them")
-        old = json.loads(path.read_text()).get("settings", {})
+        old = self._without_row_settings(table, json.loads(path.read_text()).get("settings", {}))
         keys = sorted(set(old) | set(self.results_settings))
         diff = [k for k in keys if old.get(k, "<absent>") != self.results_settings.get(k, "<absent>")]
         if diff:
@@ -301,6 +330,34 @@ class Sweep:
             raise ResultsConflictError(
                 f"{self.output_dir} holds results computed with other settings ({shown}); "
                 "use another --output-dir for the new settings (rows are never mixed)")
+        self._check_row_settings(table, points)
+
+    def _without_row_settings(self, table: ResultsTable, old: Dict[str, Any]) -> Dict[str, Any]:
+        """A folder's settings less the config keys of the row settings, which a folder written before the
+        recipe declared them still holds: accepted when every row records the value it was computed at."""
+        for column, keys in self.spec.row_settings.items():
+            held = [k for k in keys if k in old]
+            if not held:
+                continue
+            unrecorded = [r for r in table.rows if r.get(column) is None]
+            if unrecorded:
+                raise ResultsConflictError(
+                    f"{self.output_dir} keeps {', '.join(held)} as a setting of the whole folder, and {len(unrecorded)} of "
+                    f"its rows do not record their {column}; use another --output-dir (rows are never mixed)")
+            old = {k: v for k, v in old.items() if k not in held}
+        return old
+
+    def _check_row_settings(self, table: ResultsTable, points: Sequence[Point]) -> None:
+        for p in points:
+            row = table.get(**{k: p[k] for k in self.spec.key})
+            for column in self.spec.row_settings if row is not None else ():
+                was, asked = row.get(column), p[column]
+                if was is None or _same(was, asked):
+                    continue
+                name = " ".join(f"{k}={p[k]}" for k in self.spec.key if p[k] is not None and p[k] != "")
+                raise ResultsConflictError(
+                    f"{self.output_dir} holds the row {name} computed at {column} {_text(was)}, and this run asks "
+                    f"{column} {_text(asked)} for it; use another --output-dir for the new value (rows are never mixed)")
 
     def pending(self, table: ResultsTable, points: Sequence[Point]) -> List[Point]:
         keys = [{k: p.get(k) for k in self.spec.key} for p in points]
@@ -317,9 +374,9 @@ class Sweep:
             render_only: bool = False) -> List[Record]:
         """Run every pending point, publishing after each; returns all typed rows of the folder."""
         for p in points:
-            missing = [k for k in self.spec.key if k not in p]
+            missing = [k for k in list(self.spec.key) + list(self.spec.row_settings) if k not in p]
             if missing:
-                raise ValueError(f"{self.spec.name}: point {p} lacks key columns {missing}")
+                raise ValueError(f"{self.spec.name}: point {p} lacks the columns {missing}")
         if render_only:
             table = self.table()
             if not self.is_main:
@@ -332,7 +389,7 @@ class Sweep:
             # under DDP every process runs every point in step; the main one holds the folder throughout
             with _FolderLock(self.output_dir) if self.is_main else contextlib.nullcontext():
                 table = self.table()
-                self.check_settings(table)
+                self.check_settings(table, points)
                 return self._run_alone(table, points, run_one)
         return self._run_shared(points, run_one)
 
@@ -351,7 +408,8 @@ class Sweep:
         return folder
 
     def _record(self, table: ResultsTable, point: Point, folder: Path, record: Record) -> None:
-        typed = table.add({**{k: point[k] for k in self.spec.key}, **record}, save=False)
+        typed = table.add({**record, **{k: point[k] for k in list(self.spec.key) + list(self.spec.row_settings)}},
+                          save=False)
         if self.is_main:
             write_json(folder / "metrics.json", {"record": typed, "provenance": {**self.started, "date": provenance()["date"]}})
             self._publish(table, [point])
@@ -380,7 +438,7 @@ class Sweep:
         lock = _FolderLock(self.output_dir)
         with lock:
             table = self.table()
-            self.check_settings(table)
+            self.check_settings(table, points)
             todo = self.pending(table, points)
             self._announce_skipped(table, points, todo)
             if not todo:

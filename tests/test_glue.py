@@ -491,7 +491,7 @@ def test_every_training_key_gets_a_new_run_folder_and_is_refused_in_the_old_outp
     first = {p.name for p in (tmp_path / "runs").iterdir()}
     assert len(first) == 1 and (tmp_path / "runs" / next(iter(first)) / "checkpoint" / "meta.json").is_file()
     # a rate is the row's own (column lr): a new rate for a row that exists is refused naming both rates
-    key = r"rte lora k=1 seed 0 trained at lr 0\.003, and this run asks lr 0\.01" if flag in ("lr", "method-lr") \
+    key = r"method=lora rank=1 seed=0 computed at lr 0\.003, and this run asks lr 0\.01" if flag in ("lr", "method-lr") \
         else flag.replace("-", "_")
     with pytest.raises(ResultsConflictError, match=key):
         _cli(argv + [f"--{flag}", value, "--output-dir", str(tmp_path / "a")], debug=True, monkeypatch=monkeypatch)

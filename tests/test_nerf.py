@@ -223,12 +223,21 @@ def test_a_second_seed_runs_and_changed_settings_are_refused(tmp_path, capsys):
     assert sorted(r["seed"] for r in rows) == ["0", "0", "1", "1"]  # seed 1 was not skipped as "already there"
     assert "seeds: 2 (0, 1)" in (out / "summary.md").read_text()
     before = {f: (out / f).read_bytes() for f in ("summary.csv", "summary.md", "config.json")}
-    for flag, value, named in (("--steps", "3", "steps: 2 there, 3 now"), ("--lr", "0.01", "lr: 0.001 there, 0.01 now"),
-                               ("--method-lr", "sine=0.01", "method_lr: [] there, ['sine=0.01'] now")):
+    # the learning rate is each row's own: a new rate for an existing row is refused naming the row and both rates
+    for flag, value, named in (("--steps", "3", "steps: 2 there, 3 now"),
+                               ("--lr", "0.01", "method=lowrank rank=1 omega=0.0 seed=0 computed at lr 0.001, and this "
+                                                "run asks lr 0.01"),
+                               ("--method-lr", "sine=0.01", "method=sine rank=1 omega=30.0 seed=0 computed at lr 0.001, "
+                                                           "and this run asks lr 0.01")):
         capsys.readouterr()
         assert main(_cli(tmp_path, data, "--seeds", "0", "1", flag, value)) == 2
         assert named in capsys.readouterr().err  # the refusal names the key and both values
         assert {f: (out / f).read_bytes() for f in before} == before  # nothing rewritten
+    # a method added later joins the folder at its own rate; the rows keep theirs
+    assert main(_cli(tmp_path, data, "--seeds", "0", "--methods", "full", "--method-lr", "full=0.01")) == 0
+    rates = {(r["method"], r["seed"]): float(r["lr"]) for r in csv.DictReader((out / "summary.csv").open())}
+    assert rates == {("full", "0"): 0.01, ("lowrank", "0"): 0.001, ("sine", "0"): 0.001, ("lowrank", "1"): 0.001,
+                     ("sine", "1"): 0.001}
 
 
 def test_downscale_too_large_is_a_clear_error_and_writes_nothing(tmp_path, capsys):

@@ -342,3 +342,81 @@ def test_a_point_claimed_by_a_live_process_is_left_to_it_and_a_dead_claim_is_tak
         sleeper.wait()
     rows = sweep.run(points, lambda p, f: {"y": float(p["x"])})  # the claimer died: the point is run here
     assert sorted(r["x"] for r in rows) == [0, 1] and not claim.exists()
+
+
+RATED = SweepSpec("toy", {**COLUMNS, "lr": float}, ["method", "rank", "seed"], grid_keys=("seeds", "ranks"),
+                  row_settings={"lr": ("lr", "method_lr")})
+
+
+def _rated(tmp_path: Path, **changes) -> Sweep:
+    return Sweep(RATED, {**BASE, "method_lr": [], **changes}, tmp_path / "out", tmp_path / "runs", _render)
+
+
+def _rated_points(method: str, lr: float):
+    return [{"method": method, "rank": 1, "seed": s, "lr": lr} for s in (0, 1)]
+
+
+def _rated_one(calls):
+    def run_one(point, folder):
+        calls.append((dict(point), folder))
+        return {"score": point["lr"], "params": 7, "method": point["method"]}
+    return run_one
+
+
+def test_a_row_setting_is_recorded_per_row_and_a_method_joins_at_its_own_rate(tmp_path):
+    calls = []
+    _rated(tmp_path).run(_rated_points("lowrank", 0.1), _rated_one(calls))
+    # another method at another rate (the config's lr and method_lr change) shares the folder
+    rows = _rated(tmp_path, lr=0.3, method_lr=["sine=0.3"]).run(_rated_points("sine", 0.3), _rated_one(calls))
+    assert sorted((r["method"], r["seed"], r["lr"]) for r in rows) == [
+        ("lowrank", 0, 0.1), ("lowrank", 1, 0.1), ("sine", 0, 0.3), ("sine", 1, 0.3)]
+    settings = json.loads((tmp_path / "out" / "settings.json").read_text())["settings"]
+    assert "lr" not in settings and "method_lr" not in settings
+    # the rate is in the run folder's fingerprint through the point, not through the config
+    s = _rated(tmp_path)
+    assert s.run_folder(_rated_points("sine", 0.3)[0]) != s.run_folder(_rated_points("sine", 0.1)[0])
+    assert s.run_folder(_rated_points("sine", 0.3)[0]) == _rated(tmp_path, lr=9.0).run_folder(_rated_points("sine", 0.3)[0])
+    # a point that lacks the row setting is a recipe bug
+    with pytest.raises(ValueError, match=r"lacks the columns \['lr'\]"):
+        s.run([{"method": "sine", "rank": 1, "seed": 0}], _rated_one(calls))
+
+
+def test_a_new_value_for_an_existing_row_is_refused_naming_both(tmp_path):
+    calls = []
+    _rated(tmp_path).run(_rated_points("lowrank", 0.1), _rated_one(calls))
+    n = len(calls)
+    with pytest.raises(ResultsConflictError, match=r"the row method=lowrank rank=1 seed=0 computed at lr 0\.1, and "
+                                                   r"this run asks lr 0\.2 for it"):
+        _rated(tmp_path).run(_rated_points("lowrank", 0.2), _rated_one(calls))
+    assert len(calls) == n  # refused before anything ran
+    _rated(tmp_path).run(_rated_points("lowrank", 0.1 + 1e-12), _rated_one(calls))  # the same rate, re-typed
+    assert len(calls) == n
+
+
+def test_a_folder_from_before_the_row_setting_is_accepted_only_when_its_rows_record_it(tmp_path):
+    calls = []
+    _rated(tmp_path).run(_rated_points("lowrank", 0.1), _rated_one(calls))
+    path = tmp_path / "out" / "settings.json"
+    doc = json.loads(path.read_text())
+    doc["settings"].update(lr=0.1, method_lr=[])  # how the folder looked when lr was a folder setting
+    path.write_text(json.dumps(doc))
+    rows = _rated(tmp_path).run(_rated_points("sine", 0.3), _rated_one(calls))
+    assert len(rows) == 4
+    assert "lr" not in json.loads(path.read_text())["settings"]  # rewritten without it with the next row
+    # rows that do not record their rate cannot be told apart: refused
+    doc = json.loads(path.read_text())
+    doc["settings"]["lr"] = 0.1
+    path.write_text(json.dumps(doc))
+    table = ResultsTable(tmp_path / "out" / "summary.csv", RATED.columns, RATED.key)
+    table.rows[0]["lr"] = None
+    table.save()
+    with pytest.raises(ResultsConflictError, match=r"keeps lr as a setting of the whole folder, and 1 of its rows do "
+                                                   r"not record their lr"):
+        _rated(tmp_path).run(_rated_points("sine", 0.3), _rated_one(calls))
+
+
+def test_a_row_setting_must_be_a_column_outside_the_key():
+    with pytest.raises(ValueError, match=r"row settings \['lr'\] must be columns outside the key"):
+        SweepSpec("toy", COLUMNS, ["method", "rank", "seed"], row_settings={"lr": ("lr",)})
+    with pytest.raises(ValueError, match=r"row settings \['seed'\]"):
+        SweepSpec("toy", COLUMNS, ["method", "rank", "seed"], row_settings={"seed": ("seeds",)})

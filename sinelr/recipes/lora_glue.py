@@ -28,7 +28,7 @@ from sinelr.data import resolve_data_dir
 from sinelr.data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, constant_baseline, dev_rows, get_task,
                          read_schedule, task_schedule)
 from sinelr.models.encoder_classifier import METHODS, MINILM, PEERS, POOLINGS, model_label, resolve_model
-from sinelr.report import ResultsConflictError, ResultsTable, markdown_table, mean_std, paired_comparison, \
+from sinelr.report import ResultsTable, markdown_table, mean_std, paired_comparison, \
     plot_mean_std, provenance_lines, seeds_text, verdict_lines, write_json
 from sinelr.sweep import Sweep, SweepSpec, fingerprint_of, recover_folder
 
@@ -49,10 +49,9 @@ SPEC = SweepSpec(
     grid_keys=("tasks", "methods", "ranks", "method_rank", "seeds", "omega", "omegas"),
     # keys that change no number of any row: folders, device, progress/checkpoint cadence, summary layout
     not_in_results=("output_dir", "run_dir", "data_dir", "device", "checkpoint_every", "keep_checkpoints",
-                    "render_only", "note", "protocol", "learn_margin", "learn_bars", "plot_task", "plot_rank",
-                    # the learning rate is per method: each row records its own (column lr, in the point, so also
-                    # in the run folder's fingerprint); rows of other methods at other rates share the folder
-                    "lr", "method_lr"),
+                    "render_only", "note", "protocol", "learn_margin", "learn_bars", "plot_task", "plot_rank"),
+    # the learning rate is per method and task: each row records its own; rows at other rates share the folder
+    row_settings={"lr": ("lr", "method_lr")},
     # evaluation-only keys (the config's and the schedule's dev rows, the eval batch): the training
     # checkpoint is shared across them, the rows are not
     not_in_training=("dev_max", "dev_rows", "eval_batch_size"),
@@ -244,18 +243,6 @@ def migrate_rates(folder: Path) -> None:
         new["schedules"] = {t: {k: v for k, v in sched.items() if k != "lr"} for t, sched in schedules.items()}
     table.save()
     write_json(path, {**doc, "settings": new, "fingerprint": fingerprint_of(new)})
-
-
-def _check_rates(table: ResultsTable, points: List[Dict[str, Any]], folder: Path) -> None:
-    """Refuse a run that would skip a point whose row was trained at another learning rate (names both)."""
-    for p in points:
-        row = table.get(**{k: p[k] for k in RESULT_KEY})
-        if row is not None and row["lr"] is not None and not math.isclose(row["lr"], p["lr"], rel_tol=1e-9):
-            omega = f", omega {p['omega']:g}" if p["omega"] is not None else ""
-            raise ResultsConflictError(
-                f"{folder} holds {p['task']} {p['method']} k={p['rank']}{omega} seed {p['seed']} trained at lr "
-                f"{row['lr']:g}, and this run asks lr {p['lr']:g} for it; use another --output-dir for the new rate "
-                "(rows are never mixed)")
 
 
 # ------------------------------------------------------------------------------------------- grid
@@ -710,8 +697,7 @@ def run(config: Config) -> List[Dict[str, Any]]:
                   functools.partial(render, config), extra)
     if config.render_only:
         return sweep.run(points, run_one=None, render_only=True)
-    sweep.check_settings(sweep.table())  # before the accelerator fixes this process's mixed precision
-    _check_rates(sweep.table(), points, _output_dir(config))
+    sweep.check_settings(sweep.table(), points)  # before the accelerator fixes this process's mixed precision
     session = _session(config, sorted({p["task"] for p in points}))
     one = functools.partial(run_one, config, session=session)
     sweep.share = session.accelerator.num_processes == 1  # DDP processes run the same points in step

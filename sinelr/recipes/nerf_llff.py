@@ -88,6 +88,8 @@ SPEC_ARGS = dict(
                "protocol"),
     not_in_results=("output_dir", "run_dir", "data_dir", "device", "chunk", "checkpoint_every", "save_views"),
     added_keys={"val_views": 0},
+    # each method's learning rate is recorded in its rows: a method tuned later joins a folder at its own rate
+    row_settings={"lr": ("lr", "method_lr")},
 )
 # The keys of an older (pre-runner) config.json that changed the numbers, checked before re-rendering it.
 LEGACY_KEYS = ("width", "depth", "pos_freqs", "dir_freqs", "n_coarse", "n_fine", "noise_std", "batch_rays", "steps",
@@ -141,7 +143,8 @@ def grid(c: Config) -> List[Dict[str, Any]]:
         extra = [{"scene": s, "method": "sine", "rank": k, "omega": float(w)}
                  for k in c.omega_sweep_ranks for w in c.omegas for s in c.scene]
         cells += [e for e in extra if e not in cells]
-    return [{**cell, "seed": seed} for seed in c.seeds for cell in cells]
+    lrs = method_learning_rates(c.method_lr, METHODS, c.lr)
+    return [{**cell, "seed": seed, "lr": lrs[cell["method"]]} for seed in c.seeds for cell in cells]
 
 
 def _tag(p: Dict[str, Any]) -> str:
@@ -196,7 +199,7 @@ def estimate(c: Config, steps: int = 2):
     return RunEstimate(len(points), c.steps, per_step, device.type, how)
 
 
-def run_one(c: Config, lrs: Dict[str, float], scene, device, point: Dict[str, Any], folder: Path,
+def run_one(c: Config, scene, device, point: Dict[str, Any], folder: Path,
             fingerprint: str) -> Dict[str, Any]:
     """Train and evaluate one point; its first test views are saved as PNG in the run folder."""
     import torch
@@ -211,7 +214,7 @@ def run_one(c: Config, lrs: Dict[str, float], scene, device, point: Dict[str, An
     rays = [scene.rays(i) for i in scene.i_train]  # all training rays (NDC) and colours, flattened once
     ro, rd, rv = (torch.cat([r[j].reshape(-1, 3) for r in rays]).to(device) for j in range(3))
     target = scene.images[scene.i_train].reshape(-1, 3).to(device)
-    lr = lrs[point["method"]]
+    lr = point["lr"]
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.1 ** (s / c.lr_decay_steps))
     accelerator = None
@@ -504,7 +507,7 @@ def _title(folder: Path) -> str:
 def _copy_views(sweep, rows: List[Dict[str, Any]], folder: Path) -> None:
     """Copy the rendered test views of every row from its run folder into <folder>/views/ (when present)."""
     for r in rows:
-        views = sweep.run_folder({k: r[k] for k in KEY}) / "views"
+        views = sweep.run_folder({**{k: r[k] for k in KEY}, "lr": r["lr"]}) / "views"
         if views.is_dir():
             (folder / "views").mkdir(exist_ok=True)
             for f in views.glob("*.png"):
@@ -642,7 +645,7 @@ def run(config: Config) -> List[Dict[str, Any]]:
     holder["sweep"] = sweep
     if c.render_only:
         _check_render_settings(c, sweep)
-    one = (lambda p, f: run_one(c, lrs, scenes[p["scene"]], device, p, f, sweep.checkpoint_fingerprint(p)))
+    one = (lambda p, f: run_one(c, scenes[p["scene"]], device, p, f, sweep.checkpoint_fingerprint(p)))
     rows = sweep.run(grid(c), one, render_only=c.render_only)
     print(f"results in {c.output_dir}/ (summary.csv, summary.md, rd_plot.png, fig4_*.png, views/)")
     return rows
