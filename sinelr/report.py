@@ -85,6 +85,17 @@ def machine_description() -> str:
         return f"CPU: {_cpu_model()}"
 
 
+def format_duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.4 h' or '2.1 days'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def provenance(command: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """What made a result: command line, git sha, versions, machine and time."""
     import torch

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .errors import ConfigError
-from .report import ResultsConflictError, ResultsTable, provenance, write_json
+from .report import ResultsConflictError, ResultsTable, format_duration, provenance, write_json
 
 __all__ = ["SweepSpec", "Sweep", "fingerprint_of", "training_config", "publish_folder", "recover_folder",
            "ResultsConflictError", "PointNotFinished"]
@@ -398,6 +398,36 @@ class Sweep:
         if skipped:
             print(f"[{self.spec.name}] {skipped} of {len(points)} points already in {self.output_dir / 'summary.csv'}",
                   flush=True)
+        cost = self.time_left(table, todo)
+        if cost:
+            print(f"[{self.spec.name}] {cost}", flush=True)
+
+    def time_left(self, table: ResultsTable, todo: Sequence[Point]) -> str:
+        """What the pending points will cost, from the train_seconds of this folder's finished rows: each point
+        is timed by the rows of its kind (every key column but the seed), else of the nearest kind (the key's
+        leading columns, e.g. the same task and method at another rank); '' when the table has no train_seconds."""
+        if "train_seconds" not in self.spec.columns or not todo:
+            return ""
+        kind = [k for k in self.spec.key if k != "seed"]
+        seconds: Dict[tuple, List[float]] = {}
+        for r in table.rows:
+            if r.get("train_seconds") is not None:
+                for depth in range(1, len(kind) + 1):
+                    seconds.setdefault(tuple(r[k] for k in kind[:depth]), []).append(float(r["train_seconds"]))
+        timed = []
+        for p in todo:
+            near = next((seconds[c] for c in (tuple(p[k] for k in kind[:d]) for d in range(len(kind), 0, -1))
+                         if c in seconds), None)
+            if near:
+                timed.append(sum(near) / len(near))
+        n = f"{len(todo)} point{'s' if len(todo) != 1 else ''} to run"
+        if not timed:
+            return f"{n}, none like a finished row of this folder"
+        text = (f"{n}: about {format_duration(sum(timed))} of training in one process for "
+                f"{'all of them' if len(timed) == len(todo) else f'the {len(timed)} like a finished row'}, at the "
+                "speed of this folder's finished rows of the same or the nearest kind")
+        untimed = len(todo) - len(timed)
+        return text + (f"; {untimed} more not like any finished row" if untimed else "")
 
     def _start_point(self, point: Point) -> Path:
         folder = self.run_folder(point)

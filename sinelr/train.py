@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from .errors import NonFiniteLossError
+from .report import format_duration  # noqa: F401  (part of this module's interface)
 
 __all__ = [
     "seed_everything",
@@ -257,17 +258,6 @@ def train_loop(
     final = sum(window) / len(window) if window else float(meta.get("final_loss", float("nan")))
     return TrainResult(steps=total_steps, final_loss=final, seconds=time.perf_counter() - t0, losses=losses,
                        resumed_from=start)
-
-
-def format_duration(seconds: float) -> str:
-    """'45 s', '12 min', '3.4 h' or '2.1 days'."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
 
 
 @dataclass

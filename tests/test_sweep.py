@@ -420,3 +420,29 @@ def test_a_row_setting_must_be_a_column_outside_the_key():
         SweepSpec("toy", COLUMNS, ["method", "rank", "seed"], row_settings={"lr": ("lr",)})
     with pytest.raises(ValueError, match=r"row settings \['seed'\]"):
         SweepSpec("toy", COLUMNS, ["method", "rank", "seed"], row_settings={"seed": ("seeds",)})
+
+
+def test_the_time_left_is_estimated_from_finished_rows_of_the_same_or_nearest_kind(tmp_path, capsys):
+    timed = SweepSpec("toy", {**COLUMNS, "train_seconds": float}, ["method", "rank", "seed"], grid_keys=("seeds", "ranks"))
+
+    def one(point, folder):
+        return {"score": 1.0, "params": 1, "train_seconds": 600.0 * point["rank"]}
+
+    def sweep():
+        return Sweep(timed, BASE, tmp_path / "out", tmp_path / "runs", _render)
+
+    sweep().run([{"method": "sine", "rank": k, "seed": 0} for k in (1, 2)], one)
+    capsys.readouterr()
+    points = [{"method": m, "rank": k, "seed": s} for m in ("sine", "lowrank") for k in (1, 2, 3) for s in (0, 1)]
+    todo = sweep().pending(sweep().table(), points)
+    # sine rank 1: 1 seed x 10 min, rank 2: 1 x 20 min, rank 3 (not timed): 2 x the sine mean of 15 min = 60 min;
+    # lowrank has no row of its method: not timed
+    assert sweep().time_left(sweep().table(), todo) == (
+        "10 points to run: about 60 min of training in one process for the 4 like a finished row, at the speed of "
+        "this folder's finished rows of the same or the nearest kind; 6 more not like any finished row")
+    assert sweep().time_left(sweep().table(), todo[:1]).startswith("1 point to run: about 10 min of training in one "
+                                                                   "process for all of them")
+    assert sweep().time_left(sweep().table(), todo[-1:]) == "1 point to run, none like a finished row of this folder"
+    assert _sweep(tmp_path).time_left(sweep().table(), todo) == ""  # a table without train_seconds
+    sweep().run(points[:2], one)  # the runner prints it when it starts
+    assert "1 point to run: about 10 min" in capsys.readouterr().out
