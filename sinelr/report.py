@@ -340,11 +340,21 @@ def seeds_text(rows: Sequence[Mapping[str, Any]], by: str = "rank") -> str:
     return "; ".join(f"{name}={g}: {sorted(v)}" for g, v in sorted(groups.items(), key=lambda kv: str(kv[0])))
 
 
+def seed_counts(series: Mapping[str, Mapping[float, Sequence[float]]]) -> Dict[tuple, str]:
+    """{(series, x): 'n=K'} for the points of a mean +- std plot when they do not all rest on the same number of
+    seeds (a point with one seed has no bar, which reads as no spread), else {}."""
+    counts = {(name, x): len(v) for name, by_x in series.items() for x, v in by_x.items()}
+    if len(set(counts.values())) <= 1:
+        return {}
+    return {k: f"n={n}" for k, n in counts.items()}
+
+
 def plot_mean_std(path: os.PathLike, series: Mapping[str, Mapping[float, Sequence[float]]], xlabel: str,
                   ylabel: str, title: str, logx: bool = False,
                   hlines: Optional[Mapping[str, Sequence[float]]] = None) -> Path:
     """A PNG of mean +- std (over seeds) per x for each named series, with optional horizontal
-    reference bands (mean +- std of a baseline's values)."""
+    reference bands (mean +- std of a baseline's values); each point is labelled with its number of seeds
+    when they differ (`seed_counts`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -353,15 +363,21 @@ def plot_mean_std(path: os.PathLike, series: Mapping[str, Mapping[float, Sequenc
 
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
     xs_all: List[float] = []
+    counts = seed_counts(series)
     for name, by_x in series.items():
         xs = sorted(by_x)
         xs_all += xs
         stats = [mean_std(by_x[x]) for x in xs]
         ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3, label=name)
+        for x, (m, _) in zip(xs, stats):
+            if (name, x) in counts:
+                ax.annotate(counts[name, x], (x, m), textcoords="offset points", xytext=(5, 4), ha="left", fontsize=7)
     for name, values in (hlines or {}).items():
         m, s = mean_std(values)
         ax.axhline(m, color="gray", ls="--", label=name)
         ax.axhspan(m - s, m + s, color="gray", alpha=0.15)
+    if counts:
+        ax.margins(x=0.08, y=0.12)  # room for the labels
     if logx:
         ax.set_xscale("log")
         ticks = sorted(set(xs_all))

@@ -257,3 +257,13 @@ def test_every_recipe_config_loads_and_validates(path):
     module = load_recipe(match.group(1))
     config = load_config(module.Config, path)
     module._validate(config)
+
+
+def test_a_mean_std_plot_labels_its_seed_counts_only_where_they_differ(tmp_path):
+    from sinelr.report import plot_mean_std, seed_counts
+
+    even = {"sine": {10.0: [1.0, 2.0], 30.0: [2.0, 3.0]}}
+    assert seed_counts(even) == {}
+    uneven = {"sine": {10.0: [1.0], 30.0: [2.0, 3.0, 2.5]}, "lowrank": {10.0: [0.5]}}
+    assert seed_counts(uneven) == {("sine", 10.0): "n=1", ("sine", 30.0): "n=3", ("lowrank", 10.0): "n=1"}
+    assert plot_mean_std(tmp_path / "p.png", uneven, "omega", "PSNR", "t", logx=True).stat().st_size > 0
