@@ -125,3 +125,26 @@ def test_nerf_grid_best_reads_omega_and_lr_folders(tmp_path):
     assert _run("nerf_grid_best.py", tmp_path, "lr", "lowrank", "--table").stdout == "lowrank's rate: 2e-3 = 30.00\n"
     assert "no finished full rows" in _run("nerf_grid_best.py", tmp_path, "lr", "full").stderr
     assert _run("nerf_grid_best.py", tmp_path, "lr", "sine").returncode != 0  # usage: sine goes through sine-lr
+
+
+def test_the_precision_check_pairs_the_cells_both_folders_hold(tmp_path):
+    fields = ["task", "method", "rank", "omega", "seed", "metric"]
+    fp32 = [("cola", "lora", "", 0, 25.0), ("cola", "sine-lora", "200.0", 0, 20.0), ("cola", "lora", "", 1, 27.0),
+            ("cola", "sine-lora", "200.0", 1, 25.0), ("rte", "lora", "", 0, 56.0)]
+    bf16 = [("cola", "lora", "", 0, 26.0), ("cola", "sine-lora", "200.0", 0, 22.0), ("cola", "lora", "", 1, 26.0),
+            ("cola", "sine-lora", "200.0", 1, 25.0), ("sst2", "lora", "", 0, 86.0)]
+    for folder, rows in (("all-MiniLM-L6-v2-tab3", fp32), ("all-MiniLM-L6-v2-tab3-bf16", bf16)):
+        _write(tmp_path / "results" / "glue" / folder / "summary.csv", fields,
+               [dict(zip(fields, (t, m, 4, w, s, v))) for t, m, w, s, v in rows])
+    out = _run("glue_precision.py", tmp_path, "--line")
+    assert out.returncode == 0, out.stderr
+    # 4 shared cells: +1, +2, -1, 0 -> mean +0.50, t(3) 3.182 * sd 1.291 / 2 = 2.05; the largest is +2 (cola sine-lora
+    # seed 0); the sine - LoRA gap: fp32 -5, -2; bf16 -4, -1 -> moves +1.00 on both pairs (sd 0)
+    assert out.stdout.strip().endswith(
+        "bf16 - fp32 +0.50 [-1.55, +2.55] over 4 pairs, largest +2.00 (cola sine-lora k=4 seed 0); the sine - baseline "
+        "gap moves by +1.00 [+1.00, +1.00] over 2 pairs (fp32 mean -3.50, bf16 -2.50)")
+    table = _run("glue_precision.py", tmp_path).stdout
+    assert "| cola | sine-lora | 4 | 0 | 20.00 | 22.00 | +2.00 |" in table and "rte" not in table and "sst2" not in table
+    empty = tmp_path / "none"
+    empty.mkdir()
+    assert "no cell has run in both yet" in _run("glue_precision.py", empty, "--line").stdout
