@@ -366,6 +366,11 @@ class Sweep:
     def run_folder(self, point: Mapping[str, Any]) -> Path:
         return self.run_dir / f"{_slug(point)}-{self.checkpoint_fingerprint(point)}"
 
+    def row_point(self, row: Mapping[str, Any]) -> Point:
+        """The point a finished row was computed for: its key columns, then its row settings (the order of the
+        recipes' points, which the run folder's name follows), e.g. to find the files its run folder kept."""
+        return {k: row[k] for k in list(self.spec.key) + list(self.spec.row_settings)}
+
     def checkpoint_fingerprint(self, point: Mapping[str, Any]) -> str:
         return fingerprint_of({**self.training_settings, "point": dict(point)})
 

@@ -376,6 +376,9 @@ def test_a_row_setting_is_recorded_per_row_and_a_method_joins_at_its_own_rate(tm
     s = _rated(tmp_path)
     assert s.run_folder(_rated_points("sine", 0.3)[0]) != s.run_folder(_rated_points("sine", 0.1)[0])
     assert s.run_folder(_rated_points("sine", 0.3)[0]) == _rated(tmp_path, lr=9.0).run_folder(_rated_points("sine", 0.3)[0])
+    # a finished row leads back to its point's run folder (files the run kept, e.g. rendered views)
+    row = next(r for r in rows if (r["method"], r["seed"]) == ("sine", 1))
+    assert s.run_folder(s.row_point(row)) == calls[-1][1]
     # a point that lacks the row setting is a recipe bug
     with pytest.raises(ValueError, match=r"lacks the columns \['lr'\]"):
         s.run([{"method": "sine", "rank": 1, "seed": 0}], _rated_one(calls))

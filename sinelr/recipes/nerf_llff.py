@@ -507,7 +507,7 @@ def _title(folder: Path) -> str:
 def _copy_views(sweep, rows: List[Dict[str, Any]], folder: Path) -> None:
     """Copy the rendered test views of every row from its run folder into <folder>/views/ (when present)."""
     for r in rows:
-        views = sweep.run_folder({**{k: r[k] for k in KEY}, "lr": r["lr"]}) / "views"
+        views = sweep.run_folder(sweep.row_point(r)) / "views"
         if views.is_dir():
             (folder / "views").mkdir(exist_ok=True)
             for f in views.glob("*.png"):
