@@ -293,13 +293,15 @@ def _psnr(rows: List[Dict[str, Any]], method: str, rank: int, omega: float, scen
     return {s: sum(cell[sc, s] for sc in scenes) / len(scenes) for s in seeds if all((sc, s) in cell for sc in scenes)}
 
 
-def _mean_sd(values: Dict[int, float], fmt: str = ".2f") -> str:
+def _mean_sd(values: Dict[int, float], fmt: str = ".2f", count: bool = False) -> str:
+    """Mean ± sd over seeds ('n/a' for none); `count` appends the number of seeds."""
     from sinelr.stats import mean_std
 
     if not values:
         return "n/a"
     m, s = mean_std(list(values.values()))
-    return f"{m:{fmt}} ± {s:{fmt}}" if len(values) > 1 else f"{m:{fmt}}"
+    text = f"{m:{fmt}} ± {s:{fmt}}" if len(values) > 1 else f"{m:{fmt}}"
+    return f"{text} ({len(values)} seed{'s' if len(values) > 1 else ''})" if count else text
 
 
 def _header_lines(c: Config, rows: List[Dict[str, Any]], folder: Path, data_root: Optional[Path]) -> List[str]:
@@ -432,7 +434,11 @@ def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str], folder: Optional
     sweep = sorted({(r["rank"], r["omega"]) for r in rows if r["method"] == "sine"})
     if len({w for _, w in sweep}) < 2:
         return []
-    table = [{"k": k, "omega": f"{w:g}", **{s: _mean_sd(_psnr(rows, "sine", k, w, [s])) for s in scenes},
+    # a sweep part-way through has cells of different seed counts (the table's omega has all its seeds): each
+    # cell then says how many seeds it averages
+    counts = {len(v) for k, w in sweep for s in scenes for v in [_psnr(rows, "sine", k, w, [s])] if v}
+    table = [{"k": k, "omega": f"{w:g}",
+              **{s: _mean_sd(_psnr(rows, "sine", k, w, [s]), count=len(counts) > 1) for s in scenes},
               "low": _mean_sd(_psnr(rows, "lowrank", k, 0.0, scenes))} for k, w in sweep]
     # each method's learning rate is named: the low-rank reference is low-rank at the rate of these rows, which
     # need not be its best one (a grid folder trains every method at one rate)
