@@ -429,16 +429,17 @@ def _lr_label(rows: List[Dict[str, Any]], method: str) -> str:
 
 
 def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str], folder: Optional[Path] = None) -> List[str]:
-    from sinelr.report import markdown_table, plot_mean_std
+    from sinelr.report import markdown_table, plot_mean_std, seed_counts
 
     sweep = sorted({(r["rank"], r["omega"]) for r in rows if r["method"] == "sine"})
     if len({w for _, w in sweep}) < 2:
         return []
+    cells = {(k, w, sc): _psnr(rows, "sine", k, w, [sc]) for k, w in sweep for sc in scenes}  # {seed: PSNR}
     # a sweep part-way through has cells of different seed counts (the table's omega has all its seeds): each
-    # cell then says how many seeds it averages
-    counts = {len(v) for k, w in sweep for s in scenes for v in [_psnr(rows, "sine", k, w, [s])] if v}
-    table = [{"k": k, "omega": f"{w:g}",
-              **{s: _mean_sd(_psnr(rows, "sine", k, w, [s]), count=len(counts) > 1) for s in scenes},
+    # cell then says how many seeds it averages, by the rule that labels the plot's points
+    count = bool(seed_counts({sc: {(k, w): list(v.values()) for (k, w, s), v in cells.items() if s == sc and v}
+                              for sc in scenes}))
+    table = [{"k": k, "omega": f"{w:g}", **{sc: _mean_sd(cells[k, w, sc], count=count) for sc in scenes},
               "low": _mean_sd(_psnr(rows, "lowrank", k, 0.0, scenes))} for k, w in sweep]
     # each method's learning rate is named: the low-rank reference is low-rank at the rate of these rows, which
     # need not be its best one (a grid folder trains every method at one rate)
@@ -451,7 +452,7 @@ def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str], folder: Optional
     series = {}
     for sc in scenes:
         for k in sorted({k for k, _ in sweep}):
-            by_w = {w: list(_psnr(rows, "sine", k, w, [sc]).values()) for kk, w in sweep if kk == k}
+            by_w = {w: list(cells[k, w, sc].values()) for kk, w in sweep if kk == k}
             by_w = {w: v for w, v in by_w.items() if v}
             if len(by_w) >= 2:
                 series[(sc, k)] = by_w
