@@ -14,7 +14,9 @@ A recipe gives the points of its grid and `run_one(point, run_folder) -> record`
   interrupted point resumes from its checkpoint;
 - publishes each record with the summary, figures and metadata re-rendered from all rows in a staging
   copy of the output folder that replaces the folder in one step: interrupted (Ctrl-C) or failing at
-  any moment, the folder's files always describe the same set of rows;
+  any moment, the folder's files always describe the same set of rows; provenance.json lists every
+  command that added rows (git sha, date, machine, its points and its own config; config.json is the
+  last command's config, settings.json what every row shares);
 - lets the same command run in several processes at once (one per core): each point is claimed by the
   process that runs it and each row is added under a lock to the rows already on disk.
 """
@@ -222,12 +224,18 @@ class _FolderLock:
         self.file.release()
 
 
+def _run_key(run: Mapping[str, Any]) -> tuple:
+    """What makes two provenance entries one run: command, git sha and the config the command resolved
+    (an edited config file under the same command is a different run)."""
+    return run.get("command"), run.get("git_sha"), json.dumps(run.get("config"), sort_keys=True)
+
+
 def _merge_runs(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """provenance.json's runs with the entries of one (command, git sha) united in the first one (their
-    points concatenated, the latest date kept): two processes sharing a sweep alternate their rows."""
+    """provenance.json's runs with the entries of one (command, git sha, config) united in the first one
+    (their points concatenated, the latest date kept): two processes sharing a sweep alternate their rows."""
     merged: Dict[tuple, Dict[str, Any]] = {}
     for r in runs:
-        key = (r.get("command"), r.get("git_sha"))
+        key = _run_key(r)
         if key in merged:
             first = merged[key]
             first["points"] = list(first.get("points", [])) + list(r.get("points", []))
@@ -523,10 +531,12 @@ class Sweep:
             log_path = folder / "provenance.json"
             log = json.loads(log_path.read_text()) if log_path.is_file() else {}
             runs = _merge_runs(log.get("runs", []) if isinstance(log.get("runs"), list) else [])
-            key = (prov["command"], prov["git_sha"])  # processes sharing the points add to one entry
-            run = next((r for r in runs if (r.get("command"), r.get("git_sha")) == key), None)
+            # each command's own config (config.json holds the last one); processes sharing the points add to
+            # one entry
+            new = {**prov, "config": _plain(self.config), "points": []}
+            run = next((r for r in runs if _run_key(r) == _run_key(new)), None)
             if run is None:
-                run = {**prov, "points": []}
+                run = new
                 runs.append(run)
             run["points"] = run["points"] + [{k: p[k] for k in self.spec.key} for p in points]
             run["date"] = prov["date"]

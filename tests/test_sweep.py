@@ -149,6 +149,21 @@ def test_provenance_lists_every_command_and_its_points(tmp_path):
     assert "git_sha" in prov["runs"][0]
 
 
+def test_provenance_keeps_each_commands_own_config(tmp_path):
+    """config.json is the last command's config; a command that ran under another config (here a seed added,
+    an edited config file under the same command line) keeps its own in its provenance entry."""
+    _sweep(tmp_path).run(_points(BASE), _one([]))
+    more = {**BASE, "seeds": [0, 1, 2]}
+    _sweep(tmp_path, seeds=[0, 1, 2]).run(_points(more), _one([]))
+    out = tmp_path / "out"
+    runs = json.loads((out / "provenance.json").read_text())["runs"]
+    assert [r["config"]["seeds"] for r in runs] == [[0, 1], [0, 1, 2]]
+    assert [len(r["points"]) for r in runs] == [4, 2]
+    assert json.loads((out / "config.json").read_text())["seeds"] == [0, 1, 2]
+    _sweep(tmp_path, seeds=[0, 1, 2]).run(_points(more), _one([]))  # nothing new to run: no third entry
+    assert len(json.loads((out / "provenance.json").read_text())["runs"]) == 2
+
+
 def test_t_quantiles_and_paired_interval_match_the_formula():
     assert t_quantile_975(2) == pytest.approx(4.303)
     assert t_quantile_975(1000) == pytest.approx(1.96, abs=0.01)

@@ -475,7 +475,8 @@ def _header_lines(config: Config, rows, folder: Path, tasks: List[str]) -> List[
     lines += [f"**{config.note}**", ""] if config.note else []
     lines += provenance_lines(folder, rows) + ["- the sweeps as run: `scripts/glue_protocol.sh` (issue 14's protocol steps and Tab. 3); the "
                                  "superseded 1-epoch tables: `scripts/glue_sweep.sh` (see docs/glue.md)",
-        f"- config: config.json and {settings} in this folder; schedule `{config.schedule}`",
+        f"- config: config.json (the last command's config; each command's own: provenance.json) and {settings} in "
+        f"this folder; schedule `{config.schedule}`",
         f"- data: GLUE train/dev TSV files in `{_data_root(config)}` (metric per task: "
         + ", ".join(f"{t} {get_task(t).metric_name}" for t in tasks) + ")",
         f"- sine methods: omega = {config.omega:g}, gain = {'sqrt(in_features)' if config.gain is None else config.gain}; "

@@ -408,7 +408,8 @@ def render(c: Config, lrs: Dict[str, float], sweep, data, mesh_path: Optional[Pa
     lines = [f"# Occupancy field of `{mesh}`: low-rank vs sine low-rank (paper Tab. 6)", ""]
     lines += [f"> {c.note}", ""] if c.note else []
     lines += provenance_lines(folder, rows) + [
-        "- config: config.json (the settings every row shares: settings.json)",
+        "- config: config.json (the last command's config; each command's own: provenance.json; the settings every row "
+        "shares: settings.json)",
         f"- dataset: `{mesh}` (file {mesh_path or 'not found at render time'}), normalised to "
         f"[-1, 1]^3 (margin {c.margin:g})" + (f"; inside test: {data.inside_test}" + (
             f" (mesh defects: {data.defects})" if getattr(data, "defects", None) else "")
