@@ -65,7 +65,7 @@ tab4|double|fig7|render)
     $T --scene fern --seeds ${2:-0 1} --ranks 1 5 --methods sine $O
   elif [ "$step" = render ]; then
     $T --scene fern flower --seeds 0 1 2 $O --render-only true ${NOTE:+--note "$NOTE"} --protocol \
-      "plateau (full, fern, seed 0, budget doubled; threshold 0.5 dB): 12000 -> 24000 steps 25.86 -> 26.93 dB (+1.07): FAILS (results/nerf/protocol/w64_noise1_full_s*), so this is a fixed-budget comparison, not the protocol's evidence; in its place the comparison itself at a doubled budget (fern, seed 0, k = 5; results/nerf/protocol/w64_double_s24000): sine - low-rank +0.12 dB at 12000 steps, +0.51 dB at 24000" \
+      "plateau (full, fern, seed 0, budget doubled; threshold 0.5 dB): 12000 -> 24000 steps 25.86 -> 26.93 dB (+1.07): FAILS (results/nerf/protocol/w64_noise1_full_s*), so this is a fixed-budget comparison, not the protocol's evidence; in its place the comparison itself at a doubled budget (fern, seed 0; results/nerf/protocol/w64_double_s24000): $(python scripts/nerf_grid_best.py double $w)" \
       "LR / omega grid (fern, seed 0, k = 5, 12000 steps, 2 training views held out, test views never read; results/nerf/protocol/w64_lr_grid_*): $(python scripts/nerf_grid_best.py lr full --table); $(python scripts/nerf_grid_best.py lr lowrank --table); $(python scripts/nerf_grid_best.py sine-lr 100 --table); $(python scripts/nerf_grid_best.py omega --table); $(python scripts/nerf_grid_best.py sine-lr $w --table). Chosen: full 2e-3, low-rank 6e-3, sine 2e-3, omega 30"
   else
     $T --scene fern --seeds 0 --ranks ${2:-5} --methods lowrank sine --steps 24000 --lr-decay-steps 24000 \

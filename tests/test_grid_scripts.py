@@ -127,6 +127,31 @@ def test_nerf_grid_best_reads_omega_and_lr_folders(tmp_path):
     assert _run("nerf_grid_best.py", tmp_path, "lr", "sine").returncode != 0  # usage: sine goes through sine-lr
 
 
+def test_nerf_double_compares_the_tables_seed_0_fern_gap_with_the_doubled_runs(tmp_path):
+    fields = ["scene", "method", "rank", "omega", "seed", "psnr"]
+    res = tmp_path / "results" / "nerf"
+
+    def row(method, rank, psnr, scene="fern", seed=0, omega="30.0"):
+        return dict(scene=scene, method=method, rank=rank, omega=omega if method == "sine" else "0.0", seed=seed,
+                    psnr=psnr)
+
+    _write(res / "nerf_cpu_w64" / "summary.csv", fields, [
+        row("lowrank", 5, 21.50), row("sine", 5, 21.62), row("lowrank", 10, 23.01), row("sine", 10, 22.70),
+        row("sine", 5, 30.0, omega="100.0"), row("lowrank", 5, 10.0, seed=1), row("lowrank", 5, 10.0, scene="flower"),
+        row("lowrank", 1, 16.0), row("sine", 1, 18.0)])  # k = 1 was not doubled: left out
+    _write(res / "protocol" / "w64_double_s24000" / "summary.csv", fields, [
+        row("lowrank", 5, 21.90), row("sine", 5, 22.41), row("lowrank", 10, 23.50)])
+    out = _run("nerf_grid_best.py", tmp_path, "double", "30")
+    assert out.stdout == "sine - low-rank at k = 5: +0.12 dB at 12000 steps, +0.51 at 24000\n"  # k = 10: no sine yet
+    _write(res / "protocol" / "w64_double_s24000" / "summary.csv", fields, [
+        row("lowrank", 5, 21.90), row("sine", 5, 22.41), row("lowrank", 10, 23.50), row("sine", 10, 23.75)])
+    assert _run("nerf_grid_best.py", tmp_path, "double", "30").stdout == (
+        "sine - low-rank at k = 5: +0.12 dB at 12000 steps, +0.51 at 24000; k = 10: -0.31 dB at 12000 steps, "
+        "+0.25 at 24000\n")
+    missing = _run("nerf_grid_best.py", tmp_path, "double", "100")
+    assert missing.returncode != 0 and "no rank with sine (omega 100)" in missing.stderr
+
+
 def test_the_precision_check_pairs_the_cells_both_folders_hold(tmp_path):
     fields = ["task", "method", "rank", "omega", "seed", "metric"]
     fp32 = [("cola", "lora", "", 0, 25.0), ("cola", "sine-lora", "200.0", 0, 20.0), ("cola", "lora", "", 1, 27.0),
