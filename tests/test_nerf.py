@@ -440,9 +440,11 @@ def test_omega_sweep_figure_has_one_curve_per_scene_and_rank_with_seed_error_bar
 def test_omega_sweep_table_names_each_cells_seed_count_when_they_differ():
     rows = [{"scene": "fern", "method": "sine", "rank": 1, "omega": w, "seed": seed, "psnr": 20.0 + seed, "lr": 0.002}
             for w in (30.0, 100.0) for seed in ((0, 1, 2) if w == 30.0 else (0,))]
+    rows += [{"scene": "fern", "method": "lowrank", "rank": 1, "omega": 0.0, "seed": s, "psnr": 18.0 + s, "lr": 0.006}
+             for s in (0, 1)]
     table = "\n".join(nerf_llff._omega_lines(rows, ["fern"]))
-    assert "| 1 | 30 | 21.00 ± 1.00 (3 seeds) |" in table
-    assert "| 1 | 100 | 20.00 (1 seed) |" in table
+    assert "| 1 | 30 | 21.00 ± 1.00 (3 seeds) | 18.50 ± 0.71 (2 seeds) |" in table
+    assert "| 1 | 100 | 20.00 (1 seed) | 18.50 ± 0.71 (2 seeds) |" in table
 
 
 def test_val_views_are_training_views_and_the_test_views_are_never_read(tmp_path, capsys):

@@ -437,11 +437,12 @@ def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str], folder: Optional
         return []
     cells = {(k, w, sc): _psnr(rows, "sine", k, w, [sc]) for k, w in sweep for sc in scenes}  # {seed: PSNR}
     # a sweep part-way through has cells of different seed counts (the table's omega has all its seeds): each
-    # cell then says how many seeds it averages, by the rule that labels the plot's points
+    # cell then says how many seeds it averages (the low-rank reference too), by the rule that labels the plot's
+    # points
     count = bool(seed_counts({sc: {(k, w): list(v.values()) for (k, w, s), v in cells.items() if s == sc and v}
                               for sc in scenes}))
     table = [{"k": k, "omega": f"{w:g}", **{sc: _mean_sd(cells[k, w, sc], count=count) for sc in scenes},
-              "low": _mean_sd(_psnr(rows, "lowrank", k, 0.0, scenes))} for k, w in sweep]
+              "low": _mean_sd(_psnr(rows, "lowrank", k, 0.0, scenes), count=count)} for k, w in sweep]
     # each method's learning rate is named: the low-rank reference is low-rank at the rate of these rows, which
     # need not be its best one (a grid folder trains every method at one rate)
     lr = {m: _lr_label(rows, m) for m in ("sine", "lowrank")}
