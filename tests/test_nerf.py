@@ -422,7 +422,7 @@ def test_omega_sweep_figure_has_one_curve_per_scene_and_rank_with_seed_error_bar
 
     rows = [{"scene": sc, "method": "sine", "rank": 1, "omega": w, "seed": seed, "psnr": 20.0 + w / 100 + seed}
             for sc in ("fern", "flower") for w in (30.0, 100.0, 300.0) for seed in (0, 1)]
-    rows += [{"scene": "fern", "method": "lowrank", "rank": 1, "omega": 0.0, "seed": 0, "psnr": 19.0}]
+    rows += [{"scene": "fern", "method": "lowrank", "rank": 1, "omega": 0.0, "seed": s, "psnr": 19.0 + s} for s in (0, 1)]
     for r in rows:
         r["lr"] = 0.006 if r["method"] == "lowrank" else 0.002
     drawn = {}
@@ -432,9 +432,14 @@ def test_omega_sweep_figure_has_one_curve_per_scene_and_rank_with_seed_error_bar
     assert "![PSNR vs omega](psnr_vs_omega.png)" in lines
     assert sorted(drawn["series"]) == ["fern sine k=1, lr 0.002", "flower sine k=1, lr 0.002"]
     assert drawn["series"]["fern sine k=1, lr 0.002"][100.0] == [21.0, 22.0]  # one value per seed: the bar
-    assert "| k | omega | fern sine, lr 0.002 | flower sine, lr 0.002 | low-rank (scene mean), lr 0.006 |" in lines[2]
+    assert ("| k | omega | fern sine, lr 0.002 | fern low-rank, lr 0.006 | flower sine, lr 0.002 | "
+            "flower low-rank, lr 0.006 |") in lines[2]  # each scene beside its own low-rank reference
     assert drawn["hlines"] == {}  # two curves: no single low-rank reference
-    assert "| 1 | 100 | 21.50 ± 0.71 | 21.50 ± 0.71 |" in "\n".join(lines)  # equal seed counts: no count shown
+    # equal seed counts: no count shown; flower has no low-rank row
+    assert "| 1 | 100 | 21.50 ± 0.71 | 19.50 ± 0.71 | 21.50 ± 0.71 | n/a |" in "\n".join(lines)
+    one_low = [r for r in rows if not (r["method"] == "lowrank" and r["seed"] == 1)]
+    assert "| 1 | 100 | 21.50 ± 0.71 (2 seeds) | 19.00 (1 seed) |" in "\n".join(
+        nerf_llff._omega_lines(one_low, ["fern", "flower"]))  # the reference's count differs: every cell says it
 
 
 def test_omega_sweep_table_names_each_cells_seed_count_when_they_differ():

@@ -436,20 +436,24 @@ def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str], folder: Optional
     if len({w for _, w in sweep}) < 2:
         return []
     cells = {(k, w, sc): _psnr(rows, "sine", k, w, [sc]) for k, w in sweep for sc in scenes}  # {seed: PSNR}
-    # a sweep part-way through has cells of different seed counts (the table's omega has all its seeds): each
-    # cell then says how many seeds it averages (the low-rank reference too), by the rule that labels the plot's
-    # points
-    count = bool(seed_counts({sc: {(k, w): list(v.values()) for (k, w, s), v in cells.items() if s == sc and v}
-                              for sc in scenes}))
-    table = [{"k": k, "omega": f"{w:g}", **{sc: _mean_sd(cells[k, w, sc], count=count) for sc in scenes},
-              "low": _mean_sd(_psnr(rows, "lowrank", k, 0.0, scenes), count=count)} for k, w in sweep]
+    low = {(k, sc): _psnr(rows, "lowrank", k, 0.0, [sc]) for k in {k for k, _ in sweep} for sc in scenes}
+    # a sweep part-way through has cells of different seed counts (the table's omega has all its seeds): every
+    # cell then says how many seeds it averages, by the rule that labels the plot's points
+    count = bool(seed_counts({f"{sc} {m}": {key: list(v.values()) for key, v in by.items() if key[-1] == sc and v}
+                              for sc in scenes for m, by in (("sine", cells), ("lowrank", low))}))
+    # each scene's sine beside its own low-rank reference at that rank (a sweep run on one scene is read against
+    # that scene's low-rank, not a mean over scenes it did not run on)
+    table = [{"k": k, "omega": f"{w:g}",
+              **{c: v for sc in scenes for c, v in ((sc, _mean_sd(cells[k, w, sc], count=count)),
+                                                    (f"{sc} low", _mean_sd(low[k, sc], count=count)))}}
+             for k, w in sweep]
     # each method's learning rate is named: the low-rank reference is low-rank at the rate of these rows, which
     # need not be its best one (a grid folder trains every method at one rate)
     lr = {m: _lr_label(rows, m) for m in ("sine", "lowrank")}
     lines = ["## Omega sweep of sine low-rank (cf. paper Fig. 7)", "",
-             markdown_table(table, ["k", "omega"] + scenes + ["low"],
-                            ["k", "omega"] + [f"{sc} sine{lr['sine']}" for sc in scenes]
-                            + [f"low-rank (scene mean){lr['lowrank']}"]), ""]
+             markdown_table(table, ["k", "omega"] + [c for sc in scenes for c in (sc, f"{sc} low")],
+                            ["k", "omega"] + [h for sc in scenes for h in (f"{sc} sine{lr['sine']}",
+                                                                           f"{sc} low-rank{lr['lowrank']}")]), ""]
     # per scene and rank, PSNR per seed: the error bars are the spread over seeds
     series = {}
     for sc in scenes:
