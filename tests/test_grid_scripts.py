@@ -173,3 +173,23 @@ def test_the_precision_check_pairs_the_cells_both_folders_hold(tmp_path):
     empty = tmp_path / "none"
     empty.mkdir()
     assert "no cell has run in both yet" in _run("glue_precision.py", empty, "--line").stdout
+
+
+def test_glue_remaining_lists_the_missing_tab3_cells_in_run_order_with_estimates(tmp_path):
+    fields = ["task", "method", "rank", "seed", "metric", "train_seconds"]
+    done = [dict(task=t, method=m, rank=4, seed=0, metric=50.0, train_seconds=s)
+            for t, m, s in (("cola", "lora", 600), ("cola", "sine-lora", 1200), ("sst2", "lora", 300),
+                            ("sst2", "sine-lora", 360), ("stsb", "lora", 240), ("stsb", "sine-lora", 240),
+                            ("mrpc", "lora", 480), ("mrpc", "sine-lora", 540), ("rte", "lora", 1080))]
+    done.append(dict(task="cola", method="lora", rank=4, seed=1, metric="", train_seconds=""))  # no metric: not done
+    _write(tmp_path / "t.csv", fields, done)
+    out = _run("glue_remaining.py", tmp_path, "--csv", "t.csv", "--list").stdout.splitlines()
+    assert out[0].startswith("t.csv: 10 rows, 111 cells left, about ")
+    # rte sine-lora has no row of its own: its task's median (rte lora); then seed 1 of k = 4 in task order
+    assert out[1:4] == ["  k=4 seed 0 rte sine-lora: ~18 min", "  k=4 seed 1 cola lora: ~10 min",
+                        "  k=4 seed 1 cola sine-lora: ~20 min"]
+    ranks = [int(line.split()[0][2:]) for line in out[1:]]
+    assert ranks == sorted(ranks, key=[4, 8, 1, 2].index)  # k = 4, then 8, then 1 and 2 (the script's order)
+    total = (600 + 1200 + 300 + 360 + 240 + 240 + 480 + 540 + 1080 * 2) * 12 - (6120 - 1080)  # 12 rank x seed cells
+    assert f"about {total / 3600:.1f} core-hours" in out[0]
+    assert _run("glue_remaining.py", tmp_path, "--csv", "nope.csv").returncode != 0

@@ -1,0 +1,67 @@
+"""What is left of GLUE Tab. 3 (issue 14, `glue_protocol.sh tab3`) and about how long it takes: the cells of the
+grid (tasks x lora, sine-lora x ranks x seeds) with no row yet in the table's summary.csv, in the order the script
+runs them, each with the median train_seconds of the rows already there for its (task, method) (else its task's,
+else every row's), and the sum in core-hours.
+
+    python scripts/glue_remaining.py                  # the bf16 table (results/glue/all-MiniLM-L6-v2-tab3-bf16)
+    python scripts/glue_remaining.py --csv PATH       # another table
+    python scripts/glue_remaining.py --list           # every remaining cell, not only the totals
+
+A planning aid: the estimate is the table's own past rows on whatever machine ran them, not a measurement.
+"""
+import csv
+import os
+import statistics
+import sys
+
+TABLE = "results/glue/all-MiniLM-L6-v2-tab3-bf16/summary.csv"
+TASKS = ["cola", "sst2", "stsb", "mrpc", "rte"]
+METHODS = ["lora", "sine-lora"]
+RANK_ORDER = [[4], [8], [1, 2]]  # the order of glue_protocol.sh tab3
+SEEDS = [0, 1, 2]
+
+
+def remaining(rows):
+    """The (rank, seed, task, method) cells without a row, in the script's order (its rank groups, each in the
+    runner's point order: rank, seed, task, method)."""
+    done = {(int(r["rank"]), int(r["seed"]), r["task"], r["method"]) for r in rows if r["metric"]}
+    return [(k, s, t, m) for group in RANK_ORDER for k in group for s in SEEDS for t in TASKS for m in METHODS
+            if (k, s, t, m) not in done]
+
+
+def estimate(rows):
+    """A function (task, method) -> seconds: the median train_seconds of the rows of that (task, method), else of
+    the task, else of every row (None when there are no rows)."""
+    secs = [(r["task"], r["method"], float(r["train_seconds"])) for r in rows if r.get("train_seconds")]
+
+    def median(pick):
+        values = [s for t, m, s in secs if pick(t, m)]
+        return statistics.median(values) if values else None
+
+    def one(task, method):
+        for pick in (lambda t, m: (t, m) == (task, method), lambda t, m: t == task, lambda t, m: True):
+            value = median(pick)
+            if value is not None:
+                return value
+        return None
+    return one
+
+
+def main(argv):
+    path = argv[argv.index("--csv") + 1] if "--csv" in argv else TABLE
+    if not os.path.isfile(path):
+        sys.exit(f"no table at {path}")
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    left, secs = remaining(rows), estimate(rows)
+    total = sum(secs(t, m) or 0.0 for _, _, t, m in left)
+    print(f"{path}: {len(rows)} rows, {len(left)} cells left, about {total / 3600:.1f} core-hours "
+          f"(median train_seconds of the table's own rows per task and method)")
+    if "--list" in argv:
+        for k, s, t, m in left:
+            est = secs(t, m)
+            print(f"  k={k} seed {s} {t} {m}: ~{est / 60:.0f} min" if est else f"  k={k} seed {s} {t} {m}: no estimate")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
