@@ -351,10 +351,11 @@ def seed_counts(series: Mapping[str, Mapping[float, Sequence[float]]]) -> Dict[t
 
 def plot_mean_std(path: os.PathLike, series: Mapping[str, Mapping[float, Sequence[float]]], xlabel: str,
                   ylabel: str, title: str, logx: bool = False,
-                  hlines: Optional[Mapping[str, Sequence[float]]] = None) -> Path:
+                  hlines: Optional[Mapping[str, Sequence[float]]] = None,
+                  band_of: Optional[Mapping[str, str]] = None) -> Path:
     """A PNG of mean +- std (over seeds) per x for each named series, with optional horizontal
-    reference bands (mean +- std of a baseline's values); each point is labelled with its number of seeds
-    when they differ (`seed_counts`)."""
+    reference bands (mean +- std of a baseline's values; gray, or the colour of the series `band_of` names for
+    that band); each point is labelled with its number of seeds when they differ (`seed_counts`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -364,18 +365,21 @@ def plot_mean_std(path: os.PathLike, series: Mapping[str, Mapping[float, Sequenc
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
     xs_all: List[float] = []
     counts = seed_counts(series)
+    colours: Dict[str, Any] = {}
     for name, by_x in series.items():
         xs = sorted(by_x)
         xs_all += xs
         stats = [mean_std(by_x[x]) for x in xs]
-        ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3, label=name)
+        drawn = ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3, label=name)
+        colours[name] = drawn[0].get_color()
         for x, (m, _) in zip(xs, stats):
             if (name, x) in counts:
                 ax.annotate(counts[name, x], (x, m), textcoords="offset points", xytext=(5, 4), ha="left", fontsize=7)
     for name, values in (hlines or {}).items():
         m, s = mean_std(values)
-        ax.axhline(m, color="gray", ls="--", label=name)
-        ax.axhspan(m - s, m + s, color="gray", alpha=0.15)
+        colour = colours.get((band_of or {}).get(name), "gray")
+        ax.axhline(m, color=colour, ls="--", label=name)
+        ax.axhspan(m - s, m + s, color=colour, alpha=0.15)
     if counts:
         ax.margins(x=0.08, y=0.12)  # room for the labels
     if logx:

@@ -427,19 +427,42 @@ def test_omega_sweep_figure_has_one_curve_per_scene_and_rank_with_seed_error_bar
         r["lr"] = 0.006 if r["method"] == "lowrank" else 0.002
     drawn = {}
     monkeypatch.setattr(sinelr.report, "plot_mean_std",
-                        lambda path, series, *a, **k: drawn.update(path=path, series=series, hlines=k.get("hlines")))
+                        lambda path, series, *a, **k: drawn.update(path=path, series=series, hlines=k.get("hlines"),
+                                                                   band_of=k.get("band_of")))
     lines = nerf_llff._omega_lines(rows, ["fern", "flower"], tmp_path)
     assert "![PSNR vs omega](psnr_vs_omega.png)" in lines
     assert sorted(drawn["series"]) == ["fern sine k=1, lr 0.002", "flower sine k=1, lr 0.002"]
     assert drawn["series"]["fern sine k=1, lr 0.002"][100.0] == [21.0, 22.0]  # one value per seed: the bar
     assert ("| k | omega | fern sine, lr 0.002 | fern low-rank, lr 0.006 | flower sine, lr 0.002 | "
             "flower low-rank, lr 0.006 |") in lines[2]  # each scene beside its own low-rank reference
-    assert drawn["hlines"] == {}  # two curves: no single low-rank reference
+    assert drawn["hlines"] == {}  # two scenes: no low-rank band (whose scene would it be?)
     # equal seed counts: no count shown; flower has no low-rank row
     assert "| 1 | 100 | 21.50 ± 0.71 | 19.50 ± 0.71 | 21.50 ± 0.71 | n/a |" in "\n".join(lines)
     one_low = [r for r in rows if not (r["method"] == "lowrank" and r["seed"] == 1)]
     assert "| 1 | 100 | 21.50 ± 0.71 (2 seeds) | 19.00 (1 seed) |" in "\n".join(
         nerf_llff._omega_lines(one_low, ["fern", "flower"]))  # the reference's count differs: every cell says it
+
+
+def test_omega_sweep_figure_of_one_scene_draws_each_ranks_low_rank_band_in_its_curves_colour(tmp_path):
+    import matplotlib.axes
+
+    rows = [{"scene": "fern", "method": "sine", "rank": k, "omega": w, "seed": s, "psnr": 10.0 * k + w / 100 + s,
+             "lr": 0.002} for k in (1, 5) for w in (30.0, 300.0) for s in (0, 1)]
+    rows += [{"scene": "fern", "method": "lowrank", "rank": k, "omega": 0.0, "seed": s, "psnr": 10.0 * k - 1 + s,
+              "lr": 0.006} for k in (1, 5) for s in (0, 1)]
+    lines_drawn = []
+    real = matplotlib.axes.Axes.axhline
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(matplotlib.axes.Axes, "axhline",
+                   lambda ax, y, **kw: lines_drawn.append((round(y, 6), kw["color"], kw["label"])) or real(ax, y, **kw))
+        nerf_llff._omega_lines(rows, ["fern"], tmp_path)
+    assert (tmp_path / "psnr_vs_omega.png").is_file()
+    assert [(y, label) for y, _, label in lines_drawn] == [(9.5, "fern low-rank k=1, lr 0.006"),
+                                                           (49.5, "fern low-rank k=5, lr 0.006")]
+    from matplotlib.colors import to_hex
+
+    # each band in its own curve's colour (the first two of the cycle), not gray
+    assert [to_hex(c) for _, c, _ in lines_drawn] == [to_hex("C0"), to_hex("C1")]
 
 
 def test_omega_sweep_table_names_each_cells_seed_count_when_they_differ():

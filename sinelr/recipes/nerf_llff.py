@@ -463,13 +463,15 @@ def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str], folder: Optional
             if len(by_w) >= 2:
                 series[(sc, k)] = by_w
     if folder is not None and series:
-        bands = {}
-        if len(series) == 1:  # one curve: low-rank at its rank as a reference band
-            (sc, k), = series
-            bands = {f"low-rank k={k}{lr['lowrank']}": list(_psnr(rows, "lowrank", k, 0.0, [sc]).values())}
-        plot_mean_std(folder / "psnr_vs_omega.png", {f"{sc} sine k={k}{lr['sine']}": v for (sc, k), v in series.items()},
+        names = {(sc, k): f"{sc} sine k={k}{lr['sine']}" for sc, k in series}
+        bands, band_of = {}, {}
+        if len({sc for sc, _ in series}) == 1:  # one scene: low-rank at each rank as a band in its curve's colour
+            for sc, k in series:
+                band = f"{sc} low-rank k={k}{lr['lowrank']}"
+                bands[band], band_of[band] = list(low[k, sc].values()), names[sc, k]
+        plot_mean_std(folder / "psnr_vs_omega.png", {names[key]: v for key, v in series.items()},
                       "omega", "PSNR dB", "PSNR vs omega (mean +- sd over seeds)", logx=True,
-                      hlines={n: v for n, v in bands.items() if v})
+                      hlines={n: v for n, v in bands.items() if v}, band_of=band_of)
         lines += ["![PSNR vs omega](psnr_vs_omega.png)", ""]
     return lines
 
