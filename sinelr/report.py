@@ -295,6 +295,11 @@ def compute_line(rows: Sequence[Mapping[str, Any]]) -> List[str]:
             + (f"; {missing} rows record no time" if missing else "")]
 
 
+# How a summary's header names the runner's config files (sinelr.sweep writes them).
+CONFIG_FILES = "config.json (the last command's config; each command's own: provenance.json)"
+__all__ += ["CONFIG_FILES"]
+
+
 def provenance_lines(folder: os.PathLike, rows: Optional[Sequence[Mapping[str, Any]]] = None) -> List[str]:
     """Markdown bullets naming the commands (with git sha and date) that computed a folder's rows,
     read from its provenance.json (the runner's list of runs, or an older single-run file), the

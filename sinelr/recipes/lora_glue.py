@@ -28,7 +28,7 @@ from sinelr.data import resolve_data_dir
 from sinelr.data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, constant_baseline, dev_rows, get_task,
                          read_schedule, task_schedule)
 from sinelr.models.encoder_classifier import ATTENTIONS, METHODS, MINILM, PEERS, POOLINGS, model_label, resolve_model
-from sinelr.report import ResultsTable, markdown_table, mean_std, paired_comparison, \
+from sinelr.report import CONFIG_FILES, ResultsTable, markdown_table, mean_std, paired_comparison, \
     plot_mean_std, provenance_lines, seeds_text, verdict_lines, write_json
 from sinelr.sweep import Sweep, SweepSpec, fingerprint_of, recover_folder
 
@@ -475,8 +475,7 @@ def _header_lines(config: Config, rows, folder: Path, tasks: List[str]) -> List[
     lines += [f"**{config.note}**", ""] if config.note else []
     lines += provenance_lines(folder, rows) + ["- the sweeps as run: `scripts/glue_protocol.sh` (issue 14's protocol steps and Tab. 3); the "
                                  "superseded 1-epoch tables: `scripts/glue_sweep.sh` (see docs/glue.md)",
-        f"- config: config.json (the last command's config; each command's own: provenance.json) and {settings} in "
-        f"this folder; schedule `{config.schedule}`",
+        f"- config: {CONFIG_FILES} and {settings} in this folder; schedule `{config.schedule}`",
         f"- data: GLUE train/dev TSV files in `{_data_root(config)}` (metric per task: "
         + ", ".join(f"{t} {get_task(t).metric_name}" for t in tasks) + ")",
         f"- sine methods: omega = {config.omega:g}, gain = {'sqrt(in_features)' if config.gain is None else config.gain}; "

@@ -305,15 +305,14 @@ def _mean_sd(values: Dict[int, float], fmt: str = ".2f", count: bool = False) ->
 
 
 def _header_lines(c: Config, rows: List[Dict[str, Any]], folder: Path, data_root: Optional[Path]) -> List[str]:
-    from sinelr.report import provenance_lines
+    from sinelr.report import CONFIG_FILES, provenance_lines
 
     scenes = sorted({r["scene"] for r in rows})
     shas = sorted({f"{r['scene']} {r['data_sha256']}" for r in rows if r["data_sha256"]})
     where = (f"read from {data_root}" if data_root is not None
              else "not found by this render (the rows name their data by sha256 only)")
     lines = provenance_lines(folder, rows) + [
-        "- config: config.json (the last command's config; each command's own: provenance.json; the settings every row "
-        "shares: settings.json; an older folder has only config.json)",
+        f"- config: {CONFIG_FILES}; the settings every row shares: settings.json (an older folder has only config.json)",
         f"- dataset: LLFF {', '.join(scenes)}, {where} (images_8{f' / {c.downscale}' if c.downscale > 1 else ''}), "
         + (f"every 8th view held out for test; scored on **{c.val_views} validation views** held out of the training "
            "views (the test views are never read: a tuning run, not a result)" if c.val_views else

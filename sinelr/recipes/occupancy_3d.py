@@ -401,15 +401,14 @@ def _panel_figure(path: Path, panels) -> None:
 def render(c: Config, lrs: Dict[str, float], sweep, data, mesh_path: Optional[Path], rows: List[Dict[str, Any]],
            folder: Path) -> None:
     """summary.md, iou_vs_omega.png, renders_k1.png and PLYs of one mesh from all its rows."""
-    from sinelr.report import provenance_lines
+    from sinelr.report import CONFIG_FILES, provenance_lines
 
     mesh = folder.name[: -len(".staging")] if folder.name.endswith(".staging") else folder.name
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"# Occupancy field of `{mesh}`: low-rank vs sine low-rank (paper Tab. 6)", ""]
     lines += [f"> {c.note}", ""] if c.note else []
     lines += provenance_lines(folder, rows) + [
-        "- config: config.json (the last command's config; each command's own: provenance.json; the settings every row "
-        "shares: settings.json)",
+        f"- config: {CONFIG_FILES}; the settings every row shares: settings.json",
         f"- dataset: `{mesh}` (file {mesh_path or 'not found at render time'}), normalised to "
         f"[-1, 1]^3 (margin {c.margin:g})" + (f"; inside test: {data.inside_test}" + (
             f" (mesh defects: {data.defects})" if getattr(data, "defects", None) else "")
