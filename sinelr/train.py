@@ -311,3 +311,36 @@ def extrapolate_step_seconds(make_step: Callable[[int], Callable[[], None]], tar
     t_large = time_steps(make_step(large), steps)
     per_example = max(0.0, (t_large - t_small) / (large - small))
     return t_large + per_example * (target - large)
+
+
+__all__ += ["matmul_gflops", "cpu_bf16_warning"]
+
+# bf16 autocast on a CPU is worth it only with native bf16 matrix units (AVX512-BF16 / AMX); elsewhere PyTorch
+# emulates it, and a bf16 matmul can run 20x slower than fp32 (0.8 against 18 GFLOP/s on an AVX2 AMD EPYC).
+CPU_BF16_SLOWDOWN_LIMIT = 2.0
+
+
+def matmul_gflops(dtype: torch.dtype, m: int = 768, k: int = 384, n: int = 1536, repeats: int = 3) -> float:
+    """GFLOP/s of one (m x k) @ (k x n) CPU matmul in `dtype` on the current thread count (best of `repeats`,
+    after one warm-up): a probe of well under a second."""
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * m * k * n / max(best, 1e-9) / 1e9
+
+
+def cpu_bf16_warning(fp32_gflops: Optional[float] = None, bf16_gflops: Optional[float] = None) -> Optional[str]:
+    """A warning when bf16 autocast on this CPU would be much slower than fp32 (its matmul more than
+    CPU_BF16_SLOWDOWN_LIMIT times slower), else None. The two rates are probed (`matmul_gflops`) unless given."""
+    fp32 = matmul_gflops(torch.float32) if fp32_gflops is None else fp32_gflops
+    bf16 = matmul_gflops(torch.bfloat16) if bf16_gflops is None else bf16_gflops
+    if bf16 * CPU_BF16_SLOWDOWN_LIMIT >= fp32:
+        return None
+    return (f"bf16 autocast on this CPU (capability {torch.backends.cpu.get_cpu_capability()}) runs a matmul "
+            f"{fp32 / bf16:.0f}x slower than fp32 ({bf16:.1f} against {fp32:.1f} GFLOP/s): it seems to lack native "
+            "bf16 matrix units, so every step will be about that much slower. Use --mixed-precision no on this machine (into "
+            "another --output-dir: rows of one table share a precision), or run the bf16 table where bf16 is fast.")

@@ -30,3 +30,16 @@ def test_run_estimate_multiplies_steps_and_formats_durations(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(ValueError, match="small < large"):
         extrapolate_step_seconds(make_step, 256, 8, 8)
+
+
+def test_cpu_bf16_warning_names_the_slowdown_only_when_bf16_is_much_slower():
+    import torch
+
+    from sinelr.train import cpu_bf16_warning, matmul_gflops
+
+    slow = cpu_bf16_warning(fp32_gflops=18.0, bf16_gflops=0.8)  # the AVX2 AMD EPYC of this project's machines
+    assert slow is not None and "22x slower than fp32 (0.8 against 18.0 GFLOP/s)" in slow
+    assert "--mixed-precision no" in slow and torch.backends.cpu.get_cpu_capability() in slow
+    assert cpu_bf16_warning(fp32_gflops=76.0, bf16_gflops=325.0) is None  # native bf16 units: faster, no warning
+    assert cpu_bf16_warning(fp32_gflops=20.0, bf16_gflops=10.0) is None  # at the limit (2x): no warning
+    assert matmul_gflops(torch.float32, 64, 64, 64, repeats=1) > 0

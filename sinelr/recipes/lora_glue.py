@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -686,6 +687,12 @@ def _session(config: Config, tasks: List[str]) -> Session:
     schedules, root = _schedules(config), _data_root(config)
     data = {t: load_task_data(t, tokenizer, root, schedules[t], config.val_fraction) for t in tasks}
     cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    if cpu and config.mixed_precision == "bf16" and not config.render_only:
+        from sinelr.train import cpu_bf16_warning
+
+        warning = cpu_bf16_warning()
+        if warning:
+            print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     return Session(model_path, tokenizer, data, Accelerator(cpu=cpu, mixed_precision=config.mixed_precision))
 
 
