@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 L="sinelr glue --schedule learn --pooling mean --head-lr 1e-2 --bucket --seeds 0"
 # Step 3 (Tab. 3, its DoRA table and its render): one schedule, one output folder. Tab. 3 runs in bf16 autocast with
-# eager attention (T3_PREC: ~1.5x faster than fp32 on the Intel Xeon with bf16 units, ~15-30x slower on an AVX2 CPU:
+# eager attention (T3_PREC: ~1.5x faster than fp32 on the Intel Xeon with bf16 units, ~15-34x slower on an AVX2 CPU:
 # checked below; docs/glue.md); its first rows, in fp32, stay in
 # results/glue/all-MiniLM-L6-v2-tab3 as the precision cross-check (tab3-fp32-render, precision-check).
 T3_SCHEDULE="sinelr glue --schedule tab3 --pooling mean --head-lr 1e-2 --bucket --omega 200"
@@ -43,8 +43,8 @@ tune() {
 step=${1:?usage: glue_protocol.sh grid TASK | double | cola-check | tab3 | dora-grid TASK | tab3-dora | peers-grid TASK | peers | tab3-render | tab3-fp32-render}
 case $step in
 tab3|tab3-dora|dora-grid|peers-grid|peers)
-  # These steps run in bf16 autocast: on a CPU without native bf16 units it runs ~15-20x slower than fp32 (an
-  # AVX2 AMD EPYC: 0.8-1.3 against 18-20 GFLOP/s), so stop here rather than spend hours on a fine-tune.
+  # These steps run in bf16 autocast: on a CPU without native bf16 units it runs ~15-34x slower than fp32 (an
+  # AVX2 AMD EPYC: 0.8-1.3 against 18-32 GFLOP/s), so stop here rather than spend hours on a fine-tune.
   python -c "import sys; from sinelr.train import cpu_bf16_warning; w = cpu_bf16_warning(); sys.exit(w and f'glue_protocol.sh $step runs in bf16: {w}')" || exit 3
   ;;
 esac

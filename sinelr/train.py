@@ -321,16 +321,10 @@ CPU_BF16_SLOWDOWN_LIMIT = 2.0
 
 
 def matmul_gflops(dtype: torch.dtype, m: int = 768, k: int = 384, n: int = 1536, repeats: int = 3) -> float:
-    """GFLOP/s of one (m x k) @ (k x n) CPU matmul in `dtype` on the current thread count (best of `repeats`,
-    after one warm-up): a probe of well under a second."""
+    """GFLOP/s of one (m x k) @ (k x n) CPU matmul in `dtype` on the current thread count (`time_steps`: the
+    median of `repeats` after one warm-up): a probe of well under a second."""
     a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-    a @ b
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * m * k * n / max(best, 1e-9) / 1e9
+    return 2 * m * k * n / max(time_steps(lambda: a @ b, steps=repeats), 1e-9) / 1e9
 
 
 def cpu_bf16_warning(fp32_gflops: Optional[float] = None, bf16_gflops: Optional[float] = None) -> Optional[str]:

@@ -687,7 +687,7 @@ def _session(config: Config, tasks: List[str]) -> Session:
     schedules, root = _schedules(config), _data_root(config)
     data = {t: load_task_data(t, tokenizer, root, schedules[t], config.val_fraction) for t in tasks}
     cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
-    if cpu and config.mixed_precision == "bf16" and not config.render_only:
+    if cpu and config.mixed_precision == "bf16":
         from sinelr.train import cpu_bf16_warning
 
         warning = cpu_bf16_warning()

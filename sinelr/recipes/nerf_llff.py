@@ -434,8 +434,9 @@ def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str], folder: Optional
     sweep = sorted({(r["rank"], r["omega"]) for r in rows if r["method"] == "sine"})
     if len({w for _, w in sweep}) < 2:
         return []
+    ranks = sorted({k for k, _ in sweep})
     cells = {(k, w, sc): _psnr(rows, "sine", k, w, [sc]) for k, w in sweep for sc in scenes}  # {seed: PSNR}
-    low = {(k, sc): _psnr(rows, "lowrank", k, 0.0, [sc]) for k in {k for k, _ in sweep} for sc in scenes}
+    low = {(k, sc): _psnr(rows, "lowrank", k, 0.0, [sc]) for k in ranks for sc in scenes}
     # a sweep part-way through has cells of different seed counts (the table's omega has all its seeds): every
     # cell then says how many seeds it averages, by the rule that labels the plot's points
     count = bool(seed_counts({f"{sc} {m}": {key: list(v.values()) for key, v in by.items() if key[-1] == sc and v}
@@ -456,7 +457,7 @@ def _omega_lines(rows: List[Dict[str, Any]], scenes: List[str], folder: Optional
     # per scene and rank, PSNR per seed: the error bars are the spread over seeds
     series = {}
     for sc in scenes:
-        for k in sorted({k for k, _ in sweep}):
+        for k in ranks:
             by_w = {w: list(cells[k, w, sc].values()) for kk, w in sweep if kk == k}
             by_w = {w: v for w, v in by_w.items() if v}
             if len(by_w) >= 2:
