@@ -1,6 +1,7 @@
 """The precision cross-check of GLUE Tab. 3 (issue 14; docs/glue.md): the cells fine-tuned both in fp32
-(results/glue/all-MiniLM-L6-v2-tab3: the table's first rows) and in bf16 autocast with eager attention
-(results/glue/all-MiniLM-L6-v2-tab3-bf16: the table), paired by (task, method, rank, omega, seed).
+(results/glue/all-MiniLM-L6-v2-tab3: the table) and in bf16 autocast with eager attention
+(results/glue/all-MiniLM-L6-v2-tab3-bf16: 9 cells run while the table was in bf16, before it moved back to fp32),
+paired by (task, method, rank, omega, seed).
 
     python scripts/glue_precision.py           # markdown: per task and method, both precisions and bf16 - fp32
     python scripts/glue_precision.py --line    # one line for the summary's protocol checks
@@ -51,8 +52,8 @@ def line(fp32, bf16):
         return "precision cross-check (bf16 autocast + eager attention vs fp32): no cell has run in both yet"
     each = paired_comparison({i: fp32[k] for i, k in enumerate(shared)}, {i: bf16[k] for i, k in enumerate(shared)})
     worst = max(shared, key=lambda k: abs(bf16[k] - fp32[k]))
-    text = (f"precision cross-check (the same cells in fp32, results/glue/all-MiniLM-L6-v2-tab3, and in this table's "
-            f"bf16 autocast + eager attention; scripts/glue_precision.py): bf16 - fp32 {_interval(each)}, largest "
+    text = (f"precision cross-check (the same cells in fp32, results/glue/all-MiniLM-L6-v2-tab3: the table, and in "
+            f"bf16 autocast + eager attention, results/glue/all-MiniLM-L6-v2-tab3-bf16; scripts/glue_precision.py): bf16 - fp32 {_interval(each)}, largest "
             f"{bf16[worst] - fp32[worst]:+.2f} ({worst[0]} {worst[1]} k={worst[2]} seed {worst[4]})")
     g32, g16 = _sine_gaps(fp32), _sine_gaps(bf16)
     both = sorted(set(g32) & set(g16))

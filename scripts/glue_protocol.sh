@@ -7,15 +7,15 @@ set -e
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 L="sinelr glue --schedule learn --pooling mean --head-lr 1e-2 --bucket --seeds 0"
-# Step 3 (Tab. 3, its DoRA table and its render): one schedule, one output folder. Tab. 3 runs in bf16 autocast with
-# eager attention (T3_PREC: ~1.5x faster than fp32 on the Intel Xeon with bf16 units, ~15-34x slower on an AVX2 CPU:
-# checked below; docs/glue.md); its first rows, in fp32, stay in
-# results/glue/all-MiniLM-L6-v2-tab3 as the precision cross-check (tab3-fp32-render, precision-check).
+# Step 3 (Tab. 3, its DoRA table and its render): one schedule, one output folder, in fp32. Tab. 3 ran in bf16
+# autocast with eager attention for a while (~1.5x faster on the Intel Xeon with bf16 units), but on the AVX2 AMD
+# EPYC that later sessions drew bf16 runs 15-41x slower than fp32, so a bf16 table could only advance on one kind of
+# machine; since stop 32 the table is fp32 (runs everywhere) and the 9 bf16 rows in
+# results/glue/all-MiniLM-L6-v2-tab3-bf16 are its precision cross-check (tab3-bf16-render; docs/glue.md).
 T3_SCHEDULE="sinelr glue --schedule tab3 --pooling mean --head-lr 1e-2 --bucket --omega 200"
-T3_PREC="--mixed-precision bf16 --attention eager"
-T3_OUT="--output-dir results/glue/all-MiniLM-L6-v2-tab3-bf16 --run-dir runs/glue/all-MiniLM-L6-v2-tab3-bf16"
-T3_FP32_OUT="--output-dir results/glue/all-MiniLM-L6-v2-tab3 --run-dir runs/glue/all-MiniLM-L6-v2-tab3"
-T3="$T3_SCHEDULE $T3_PREC --tasks cola sst2 stsb mrpc rte $T3_OUT"
+T3_OUT="--output-dir results/glue/all-MiniLM-L6-v2-tab3 --run-dir runs/glue/all-MiniLM-L6-v2-tab3"
+T3="$T3_SCHEDULE --tasks cola sst2 stsb mrpc rte $T3_OUT"
+T3_BF16="$T3_SCHEDULE --mixed-precision bf16 --attention eager --tasks cola sst2 stsb mrpc rte --output-dir results/glue/all-MiniLM-L6-v2-tab3-bf16 --run-dir runs/glue/all-MiniLM-L6-v2-tab3-bf16"
 # Step 4: the high-rank PEFT peers at about LoRA k = 4's trainable count (docs/glue.md).
 PEERS="hira randlora vera"
 PEER_RANKS="--ranks 4 --method-rank randlora=56 vera=2688"
@@ -40,14 +40,7 @@ tune() {
   done
   for method in "$@"; do python scripts/glue_grid_best.py "$task" $method --table; done
 }
-step=${1:?usage: glue_protocol.sh grid TASK | double | cola-check | tab3 | dora-grid TASK | tab3-dora | peers-grid TASK | peers | tab3-render | tab3-fp32-render}
-case $step in
-tab3|tab3-dora|dora-grid|peers-grid|peers)
-  # These steps run in bf16 autocast: on a CPU without native bf16 units it runs ~15-34x slower than fp32 (an
-  # AVX2 AMD EPYC: 0.8-1.3 against 18-32 GFLOP/s), so stop here rather than spend hours on a fine-tune.
-  python -c "import sys; from sinelr.train import cpu_bf16_warning; w = cpu_bf16_warning(); sys.exit(w and f'glue_protocol.sh $step runs in bf16: {w}')" || exit 3
-  ;;
-esac
+step=${1:?usage: glue_protocol.sh grid TASK | double | cola-check | tab3 | dora-grid TASK | tab3-dora | peers-grid TASK | peers | tab3-render | tab3-bf16-render}
 case $step in
 grid)
   # Step 2: per-method lr (x1/3, x1, x3 of the task's step-1 rate) at k = 4, seed 0, scored on a fixed 10% of
@@ -78,9 +71,9 @@ tab3)
 dora-grid)
   # Step 2 for DoRA / sine-DoRA (the protocol tunes every method; tab3-dora uses these rates): k = 4, seed 0, the
   # 10% validation split (dev never read), omega 200, step 2's schedule; 7e-4 / 2e-3 / 6e-3 as LoRA's grid, then
-  # the ladder past an edge per method, in Tab. 3's precision. One folder per rate: results/glue/dora_grid_k4_<task>_lr<lr>.
+  # the ladder past an edge per method, in fp32 like Tab. 3. One folder per rate: results/glue/dora_grid_k4_<task>_lr<lr>.
   task=${2:?the task to tune on (sst2 and stsb, like step 2)}
-  tune "$task" dora_ "7e-4 2e-3 6e-3" "$LADDER" "--ranks 4 $T3_PREC" dora sine-dora
+  tune "$task" dora_ "7e-4 2e-3 6e-3" "$LADDER" "--ranks 4" dora sine-dora
   ;;
 tab3-dora)
   # Step 3's second table: DoRA vs sine-DoRA at k = 4 and 8, seeds 0 1 2, at the rates of configs/glue_tab3.yaml
@@ -100,10 +93,10 @@ cola-check)
 peers-grid)
   # Step 4's tuning, as step 2 tuned LoRA: each peer's lr at its k = 4-sized rank, seed 0, on the 10% validation
   # split (dev never read), under step 2's schedule; x1/3, x1, x3 around 6e-3 (the peers' documented rates sit
-  # above LoRA's), then the ladder past an edge per method, in Tab. 3's precision. One folder per rate:
+  # above LoRA's), then the ladder past an edge per method, in fp32 like Tab. 3. One folder per rate:
   # results/glue/peers_grid_k4_<task>_lr<lr>.
   task=${2:?the task to tune on (sst2 and stsb, like step 2)}
-  tune "$task" peers_ "2e-3 6e-3 1.8e-2" "$LADDER 5e-2 1.5e-1" "$PEER_RANKS $T3_PREC" $PEERS
+  tune "$task" peers_ "2e-3 6e-3 1.8e-2" "$LADDER 5e-2 1.5e-1" "$PEER_RANKS" $PEERS
   ;;
 peers)
   # Step 4's table: the peers on SST-2, STS-B and MRPC, seeds 0 1 2, Tab. 3's schedule, into Tab. 3's folder (rates
@@ -116,24 +109,24 @@ peers)
       r=$(python scripts/glue_grid_best.py $grid $m)  # set -e: no grid rows for a peer stops here, naming them
       rates="$rates $m=$r"
     done
-    $T3_SCHEDULE $T3_PREC --tasks $task --methods $PEERS $PEER_RANKS --seeds 0 1 2 --method-lr $rates $T3_OUT
+    $T3_SCHEDULE --tasks $task --methods $PEERS $PEER_RANKS --seeds 0 1 2 --method-lr $rates $T3_OUT
   done
   ;;
-tab3-render|tab3-fp32-render)
+tab3-render|tab3-bf16-render)
   # Re-render the Tab. 3 summary from its rows (no training), the protocol facts measured elsewhere on top. The
   # grid numbers are read from the grid folders (glue_grid_best.py --table); the plateau numbers (results/glue/
-  # learn_*, each folder its own schedule) are stated here. tab3-fp32-render: the fp32 folder of the first rows.
+  # learn_*, each folder its own schedule) are stated here. tab3-bf16-render: the bf16 folder (the precision cross-check).
   g() { python scripts/glue_grid_best.py "$@" --table; }
   grid="SST-2: $(g sst2 lora), $(g sst2 sine-lora), sine-lora's $(g sst2 omega); STS-B: $(g stsb lora), $(g stsb sine-lora), sine-lora's $(g stsb omega)"
   cola="$(g cola lora), $(g cola sine-lora)"
-  table="$T3"; [ "$step" = tab3-fp32-render ] && table="$T3_SCHEDULE --tasks cola sst2 stsb mrpc rte $T3_FP32_OUT"
+  table="$T3"; [ "$step" = tab3-bf16-render ] && table="$T3_BF16"
   folder=$(echo "$table" | sed 's/.*--output-dir \([^ ]*\).*/\1/')
   $table --methods lora sine-lora $(grep -qs ",dora," $folder/summary.csv && echo dora sine-dora) \
     --ranks 1 2 4 8 --seeds 0 1 2 --render-only true \
     --protocol "plateau (step 1; LoRA k = 8, seed 0, dev, budget doubled; threshold 1 point): CoLA 10 -> 20 epochs -2.04 MCC, SST-2 2 -> 4 epochs +0.00, MRPC 5 -> 10 epochs -3.43, STS-B 5 -> 10 epochs -0.09, RTE 8 -> 16 epochs +0.72: passes for every task (results/glue/learn_*)" \
-      "LR / omega grid (step 2; k = 4, seed 0, a fixed 10% of the training rows held out, dev never read; results/glue/grid_k4_*): $grid. Chosen: LoRA 2e-3, sine-LoRA 7e-4, omega 200 (SST-2, STS-B, MRPC); CoLA and RTE, where LoRA needs 7e-4 to learn (step 1), LoRA 7e-4 and sine-LoRA 2.5e-4 (the 1/3 ratio both grids found). DoRA takes LoRA's rate, sine-DoRA sine-LoRA's (configs/glue_tab3.yaml). Check of the transfer on CoLA (cola-check, val split, Tab. 3's schedule): $cola (the rate used is the better; 8e-5 not run; results/glue/grid_k4_cola_lr*). Steps 1 and 2 ran in fp32" \
+      "LR / omega grid (step 2; k = 4, seed 0, a fixed 10% of the training rows held out, dev never read; results/glue/grid_k4_*): $grid. Chosen: LoRA 2e-3, sine-LoRA 7e-4, omega 200 (SST-2, STS-B, MRPC); CoLA and RTE, where LoRA needs 7e-4 to learn (step 1), LoRA 7e-4 and sine-LoRA 2.5e-4 (the 1/3 ratio both grids found). DoRA takes LoRA's rate, sine-DoRA sine-LoRA's (configs/glue_tab3.yaml). Check of the transfer on CoLA (cola-check, val split, Tab. 3's schedule): $cola (the rate used is the better; 8e-5 not run; results/glue/grid_k4_cola_lr*). Steps 1 and 2 ran in fp32, like the table" \
       "$(python scripts/glue_precision.py --line)" \
     ${NOTE:+--note "$NOTE"}
   ;;
-*) echo "unknown step $step (expected: grid, double, cola-check, tab3, dora-grid, tab3-dora, peers-grid, peers, tab3-render or tab3-fp32-render)"; exit 2;;
+*) echo "unknown step $step (expected: grid, double, cola-check, tab3, dora-grid, tab3-dora, peers-grid, peers, tab3-render or tab3-bf16-render)"; exit 2;;
 esac

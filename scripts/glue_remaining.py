@@ -3,7 +3,7 @@ grid (tasks x lora, sine-lora x ranks x seeds) with no row yet in the table's su
 runs them, each with the median train_seconds of the rows already there for its (task, method) (else its task's,
 else every row's), and the sum in core-hours.
 
-    python scripts/glue_remaining.py                  # the bf16 table (results/glue/all-MiniLM-L6-v2-tab3-bf16)
+    python scripts/glue_remaining.py                  # the table (results/glue/all-MiniLM-L6-v2-tab3, fp32)
     python scripts/glue_remaining.py --csv PATH       # another table
     python scripts/glue_remaining.py --list           # every remaining cell, not only the totals
 
@@ -14,7 +14,7 @@ import os
 import statistics
 import sys
 
-TABLE = "results/glue/all-MiniLM-L6-v2-tab3-bf16/summary.csv"
+TABLE = "results/glue/all-MiniLM-L6-v2-tab3/summary.csv"
 TASKS = ["cola", "sst2", "stsb", "mrpc", "rte"]
 METHODS = ["lora", "sine-lora"]
 RANK_ORDER = [[4], [8], [1, 2]]  # the order of glue_protocol.sh tab3
