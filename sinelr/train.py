@@ -191,6 +191,9 @@ def train_loop(
 
     - Resumes from `checkpoint_dir` when it holds a checkpoint of the same `config_fingerprint`, and
       writes one every `checkpoint_every` steps and at the end (main process only).
+    - `TrainResult.seconds` is the training time of every step the model kept: a resumed run adds the time its
+      checkpoint recorded (meta.json `train_seconds`) to its own; steps done after the last checkpoint of an
+      interrupted run were lost, and so is their time.
     - Stops with NonFiniteLossError on a NaN/inf loss, naming the step.
     - With an `accelerate.Accelerator` (model/optimizer already prepared), backward and autocast go
       through it, so the same loop runs under `accelerate launch` (DDP) unchanged. Without one,
@@ -198,11 +201,12 @@ def train_loop(
     """
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-    start = 0
+    start, before = 0, 0.0
     meta: Dict[str, Any] = {}
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "meta.json").is_file():
         meta = load_checkpoint(checkpoint_dir, _unwrap(model, accelerator), optimizer, scheduler, config_fingerprint)
         start = int(meta["step"])
+        before = float(meta.get("train_seconds", 0.0))  # checkpoints before this field: their time is unknown
     is_main = accelerator is None or accelerator.is_main_process
     device_type = next(model.parameters()).device.type
     losses: List[float] = []
@@ -250,13 +254,14 @@ def train_loop(
             (checkpoint_every and done % checkpoint_every == 0) or done == total_steps
         ):
             save_checkpoint(checkpoint_dir, _unwrap(model, accelerator), optimizer, scheduler, done, config_fingerprint,
-                            extra={"final_loss": sum(window) / len(window)})
+                            extra={"final_loss": sum(window) / len(window),
+                                   "train_seconds": before + time.perf_counter() - t0})
         if accelerator is not None and checkpoint_dir is not None and checkpoint_every and done % checkpoint_every == 0:
             accelerator.wait_for_everyone()
     if hasattr(bar, "close"):
         bar.close()
     final = sum(window) / len(window) if window else float(meta.get("final_loss", float("nan")))
-    return TrainResult(steps=total_steps, final_loss=final, seconds=time.perf_counter() - t0, losses=losses,
+    return TrainResult(steps=total_steps, final_loss=final, seconds=before + time.perf_counter() - t0, losses=losses,
                        resumed_from=start)
 
 

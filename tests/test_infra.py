@@ -154,6 +154,40 @@ def test_resume_is_exact(tmp_path):
     assert (ck / "model.safetensors").is_file()
 
 
+def test_a_resumed_run_reports_the_time_of_every_kept_step(tmp_path):
+    # train_seconds of a row is its compute: a run resumed from a checkpoint must add the time of the steps before
+    # it (was: only the resumed part). Steps sleep 50 ms, so each segment's time has a known lower bound.
+    import time
+
+    X, Y = _regression_problem()
+    model, opt = _make()
+    base = _step_fn(model, X, Y)
+
+    def slow(step):
+        time.sleep(0.05)
+        if step == 5:
+            raise KeyboardInterrupt  # interrupted after the checkpoint of step 4
+        return base(step)
+
+    ck = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt):
+        train_loop(model, opt, slow, 8, checkpoint_dir=ck, checkpoint_every=4, config_fingerprint="f")
+    first = json.loads((ck / "meta.json").read_text())
+    assert first["step"] == 4 and first["train_seconds"] >= 4 * 0.05
+
+    def slow2(step):
+        time.sleep(0.05)
+        return base(step)
+
+    res = train_loop(model, opt, slow2, 8, checkpoint_dir=ck, checkpoint_every=4, config_fingerprint="f")
+    assert res.resumed_from == 4
+    assert res.seconds >= first["train_seconds"] + 4 * 0.05  # steps 0-3 (kept) + 4-7; step 5's lost try is not
+    recorded = json.loads((ck / "meta.json").read_text())["train_seconds"]  # before the final save
+    assert recorded == pytest.approx(res.seconds, abs=0.05) and recorded >= first["train_seconds"] + 4 * 0.05
+    done = train_loop(model, opt, slow2, 8, checkpoint_dir=ck, checkpoint_every=4, config_fingerprint="f")
+    assert done.resumed_from == 8 and done.seconds >= recorded  # nothing left to run: the recorded time
+
+
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
     X, Y = _regression_problem()
     model, opt = _make()
