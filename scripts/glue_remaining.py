@@ -1,7 +1,8 @@
-"""What is left of GLUE Tab. 3 (issue 14, `glue_protocol.sh tab3`) and about how long it takes: the cells of the
-grid (tasks x lora, sine-lora x ranks x seeds) with no row yet in the table's summary.csv, in the order the script
-runs them, each with the median train_seconds of the rows already there for its (task, method) (else its task's,
-else every row's), and the sum in core-hours.
+"""What is left of GLUE Tab. 3 (issue 14) and about how long it takes: the cells of `glue_protocol.sh tab3` (tasks x
+lora, sine-lora x ranks 1, 2, 4, 8 x seeds) and then of `tab3-dora` (dora, sine-dora x ranks 4, 8) with no row yet
+in the table's summary.csv, in the order the script runs them, each with the median train_seconds of the rows
+already there for its (task, method) (else its task's, else every row's: DoRA's first cells are estimated from
+LoRA's, a lower bound, as DoRA's step costs more), and the sum in core-hours per step.
 
     python scripts/glue_remaining.py                  # the table (results/glue/all-MiniLM-L6-v2-tab3, fp32)
     python scripts/glue_remaining.py --csv PATH       # another table
@@ -16,17 +17,18 @@ import sys
 
 TABLE = "results/glue/all-MiniLM-L6-v2-tab3/summary.csv"
 TASKS = ["cola", "sst2", "stsb", "mrpc", "rte"]
-METHODS = ["lora", "sine-lora"]
-RANK_ORDER = [[4], [8], [1, 2]]  # the order of glue_protocol.sh tab3
 SEEDS = [0, 1, 2]
+# (step, methods, rank groups): the order of glue_protocol.sh tab3 (k = 4, then 8, then 1 and 2), then tab3-dora
+STEPS = [("tab3", ["lora", "sine-lora"], [[4], [8], [1, 2]]), ("tab3-dora", ["dora", "sine-dora"], [[4, 8]])]
 
 
-def remaining(rows):
-    """The (rank, seed, task, method) cells without a row, in the script's order (its rank groups, each in the
-    runner's point order: rank, seed, task, method)."""
+def remaining(rows, steps=STEPS):
+    """The (rank, seed, task, method) cells without a row, per step, in the script's order (its rank groups, each
+    in the runner's point order: rank, seed, task, method): {step: [cell, ...]}."""
     done = {(int(r["rank"]), int(r["seed"]), r["task"], r["method"]) for r in rows if r["metric"]}
-    return [(k, s, t, m) for group in RANK_ORDER for k in group for s in SEEDS for t in TASKS for m in METHODS
-            if (k, s, t, m) not in done]
+    return {step: [(k, s, t, m) for group in groups for k in group for s in SEEDS for t in TASKS for m in methods
+                   if (k, s, t, m) not in done]
+            for step, methods, groups in steps}
 
 
 def estimate(rows):
@@ -53,14 +55,15 @@ def main(argv):
         sys.exit(f"no table at {path}")
     with open(path) as fh:
         rows = list(csv.DictReader(fh))
-    left, secs = remaining(rows), estimate(rows)
-    total = sum(secs(t, m) or 0.0 for _, _, t, m in left)
-    print(f"{path}: {len(rows)} rows, {len(left)} cells left, about {total / 3600:.1f} core-hours "
-          f"(median train_seconds of the table's own rows per task and method)")
-    if "--list" in argv:
-        for k, s, t, m in left:
-            est = secs(t, m)
-            print(f"  k={k} seed {s} {t} {m}: ~{est / 60:.0f} min" if est else f"  k={k} seed {s} {t} {m}: no estimate")
+    secs = estimate(rows)
+    print(f"{path}: {len(rows)} rows (estimates: median train_seconds of the table's own rows per task and method)")
+    for step, left in remaining(rows).items():
+        total = sum(secs(t, m) or 0.0 for _, _, t, m in left)
+        print(f"{step}: {len(left)} cells left, about {total / 3600:.1f} core-hours")
+        if "--list" in argv:
+            for k, s, t, m in left:
+                est = secs(t, m)
+                print(f"  k={k} seed {s} {t} {m}: ~{est / 60:.0f} min" if est else f"  k={k} seed {s} {t} {m}: no estimate")
 
 
 if __name__ == "__main__":

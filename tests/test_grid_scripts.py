@@ -184,12 +184,19 @@ def test_glue_remaining_lists_the_missing_tab3_cells_in_run_order_with_estimates
     done.append(dict(task="cola", method="lora", rank=4, seed=1, metric="", train_seconds=""))  # no metric: not done
     _write(tmp_path / "t.csv", fields, done)
     out = _run("glue_remaining.py", tmp_path, "--csv", "t.csv", "--list").stdout.splitlines()
-    assert out[0].startswith("t.csv: 10 rows, 111 cells left, about ")
+    assert out[0].startswith("t.csv: 10 rows")
+    assert out[1].startswith("tab3: 111 cells left, about ")
     # rte sine-lora has no row of its own: its task's median (rte lora); then seed 1 of k = 4 in task order
-    assert out[1:4] == ["  k=4 seed 0 rte sine-lora: ~18 min", "  k=4 seed 1 cola lora: ~10 min",
+    assert out[2:5] == ["  k=4 seed 0 rte sine-lora: ~18 min", "  k=4 seed 1 cola lora: ~10 min",
                         "  k=4 seed 1 cola sine-lora: ~20 min"]
-    ranks = [int(line.split()[0][2:]) for line in out[1:]]
-    assert ranks == sorted(ranks, key=[4, 8, 1, 2].index)  # k = 4, then 8, then 1 and 2 (the script's order)
+    dora = out.index(next(line for line in out if line.startswith("tab3-dora:")))
+    ranks = [int(line.split()[0][2:]) for line in out[2:dora]]
+    assert len(ranks) == 111 and ranks == sorted(ranks, key=[4, 8, 1, 2].index)  # k = 4, then 8, then 1 and 2
     total = (600 + 1200 + 300 + 360 + 240 + 240 + 480 + 540 + 1080 * 2) * 12 - (6120 - 1080)  # 12 rank x seed cells
-    assert f"about {total / 3600:.1f} core-hours" in out[0]
+    assert f"about {total / 3600:.1f} core-hours" in out[1]
+    # tab3-dora: dora / sine-dora at k = 4 and 8, 3 seeds, no row yet: each estimated from its task's rows (LoRA's)
+    cola, sst2, stsb, mrpc, rte = (600 + 1200) / 2, 330, 240, 510, 1080
+    dora_total = 2 * 2 * 3 * (cola + sst2 + stsb + mrpc + rte)
+    assert out[dora] == f"tab3-dora: 60 cells left, about {dora_total / 3600:.1f} core-hours"
+    assert out[dora + 1] == "  k=4 seed 0 cola dora: ~15 min" and len(out) == dora + 61
     assert _run("glue_remaining.py", tmp_path, "--csv", "nope.csv").returncode != 0
