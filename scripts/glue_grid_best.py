@@ -26,7 +26,9 @@ def _grids(task, method, lr="*"):
 def _rows(task, method, lr="*"):
     for path in glob.glob(_grids(task, method, lr)):
         rate = re.search(r"_lr([^/]+)/summary.csv$", path).group(1)
-        for row in csv.DictReader(open(path)):
+        with open(path) as fh:
+            rows = list(csv.DictReader(fh))
+        for row in rows:
             if row["metric"]:
                 yield rate, row
 

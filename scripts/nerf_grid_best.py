@@ -23,9 +23,14 @@ TABLE = "results/nerf/nerf_cpu_w64/summary.csv"
 DOUBLE = "results/nerf/protocol/w64_double_s24000/summary.csv"
 
 
+def _csv(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
 def _rows(path, method):
     """METHOD's finished grid rows (k = 5; full has rank 0)."""
-    return [r for r in csv.DictReader(open(path))
+    return [r for r in _csv(path)
             if r["method"] == method and r["rank"] == ("0" if method == "full" else "5") and r["psnr"]]
 
 
@@ -50,7 +55,7 @@ def lr_scores(method, omega=None):
 
 def gaps(path, omega):
     """{rank: sine (at omega) - low-rank PSNR} of fern, seed 0, in one results file (ranks with both rows)."""
-    psnr = {(r["method"], int(r["rank"])): float(r["psnr"]) for r in csv.DictReader(open(path))
+    psnr = {(r["method"], int(r["rank"])): float(r["psnr"]) for r in _csv(path)
             if r["scene"] == "fern" and r["seed"] == "0" and r["psnr"]
             and (r["method"] == "lowrank" or (r["method"] == "sine" and float(r["omega"]) == float(omega)))}
     return {k: psnr[("sine", k)] - psnr[("lowrank", k)] for m, k in psnr if m == "sine" and ("lowrank", k) in psnr}
