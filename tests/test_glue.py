@@ -616,6 +616,10 @@ def test_a_task_no_method_learns_is_excluded_from_averages_and_verdicts(tmp_path
     # Avg is CoLA's alone: 44.50 at LoRA k=4 (not the 48.25 that averaging in RTE's 52.0 would give)
     assert "| lora | 4 | 100 | 44.50 +- 0.71 | 52.00 +- 0.00 | 44.50 +- 0.71 | 86.41 |" in md
     assert "learned tasks (cola); excluded (no method beats the majority class / chance by 2 points and reaches the task's bar): rte" in md
+    # each task alone, the left-out one too: sine-LoRA (omega 50) is +1 on CoLA at both seeds, RTE flat
+    per_task = md[md.index("Per task (each task alone"):]
+    assert "| comparison | cola | rte (left out) |" in per_task
+    assert "| sine-lora - lora, k=4 | +1.00 [+1.00, +1.00] (2 seeds) | +0.00 [+0.00, +0.00] (2 seeds) |" in per_task
     assert _cli(["--tasks", "cola", "rte", "--ranks", "4", "8", "--omega", "50", "--render-only", "true",
                  "--learn-margin", "0", "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]) == 0
     assert "excluded (no method beats the majority class / chance by 0 points and reaches the task's bar): rte" in (tmp_path / "out" / "summary.md").read_text()

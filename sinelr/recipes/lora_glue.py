@@ -574,9 +574,28 @@ def _verdict_section(cells, learned: List[str], excluded: List[str], margin: flo
     if not comps or not learned:
         return lines + ["No comparison: " + ("no task was learned." if not learned else "no paired cells.")]
     lines += [verdict_lines(comps, "comparison", labels), ""]
+    lines += _per_task_lines(cells, learned + excluded, excluded)
     return lines + ["Paper Tab. 3 (sine-LoRA - LoRA, its own model and task set, no interval): "
                     + ", ".join(f"k={k} {d:+.2f}" for k, d in PAPER_DIFFS.items())
                     + f"; sine-LoRA k=4 - LoRA k=8: {PAPER_AVERAGES[4][1] - PAPER_AVERAGES[8][0]:+.2f}."]
+
+
+def _per_task_lines(cells, tasks: List[str], excluded: List[str]) -> List[str]:
+    """Each task alone, sine - base paired by seed, per rank (where the verdict's average hides a task that moves the
+    other way, or a task left out of it): read beside the verdict, not as one."""
+    head, rows = ["comparison"] + [f"{t} (left out)" if t in excluded else t for t in tasks], []
+    for base, sine in SINE_OF.items():
+        for k in sorted({k for _, k in cells}):
+            if (base, k) in cells and (sine, k) in cells:
+                a, b = cells[(base, k)], cells[(sine, k)]
+                rows.append({"comparison": f"{sine} - {base}, k={k}",
+                             **{t: paired_comparison(a[t], b[t], base, sine).interval_text() if t in a and t in b
+                                else "" for t in tasks}})
+    if not rows:
+        return []
+    return ["Per task (each task alone, sine - base paired by seed, mean [95% t-interval]; not the verdict, which "
+            "is the learned-task average above):", "",
+            markdown_table(rows, ["comparison"] + list(tasks), head), ""]
 
 
 def _peer_section(cells, params: Dict[tuple, int], learned: List[str]) -> List[str]:
