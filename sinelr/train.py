@@ -321,7 +321,7 @@ def extrapolate_step_seconds(make_step: Callable[[int], Callable[[], None]], tar
 __all__ += ["matmul_gflops", "cpu_bf16_warning"]
 
 # bf16 autocast on a CPU is worth it only with native bf16 matrix units (AVX512-BF16 / AMX); elsewhere PyTorch
-# emulates it, and a bf16 matmul can run 20x slower than fp32 (0.8 against 18 GFLOP/s on an AVX2 AMD EPYC).
+# emulates it, and a bf16 matmul ran 15-41x slower than fp32 on an AVX2 AMD EPYC (0.8-1.5 against 18-61 GFLOP/s).
 CPU_BF16_SLOWDOWN_LIMIT = 2.0
 
 
@@ -342,4 +342,4 @@ def cpu_bf16_warning(fp32_gflops: Optional[float] = None, bf16_gflops: Optional[
     return (f"bf16 autocast on this CPU (capability {torch.backends.cpu.get_cpu_capability()}) runs a matmul "
             f"{fp32 / bf16:.0f}x slower than fp32 ({bf16:.1f} against {fp32:.1f} GFLOP/s): it seems to lack native "
             "bf16 matrix units, so every step will be about that much slower. Use --mixed-precision no on this machine (into "
-            "another --output-dir: rows of one table share a precision), or run the bf16 table where bf16 is fast.")
+            "another --output-dir: rows of one table share a precision), or run bf16 on a CPU where it is fast.")
