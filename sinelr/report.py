@@ -14,7 +14,7 @@ import platform
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -122,6 +122,39 @@ def write_json(path: os.PathLike, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
+
+
+REPORT_TEXT_FILE = "report_text.json"
+
+
+def carry_report_text(config: Any, folder: os.PathLike, n_rows: int) -> Any:
+    """`config` with the summary's hand-written text (`protocol` lines, `note`) carried across re-renders.
+
+    A render whose command states them (a `--render-only` with `--protocol` / `--note`) stores them in
+    `folder/report_text.json`; a render whose command states neither (a row landing during a sweep) takes the
+    stored ones, so a table never loses its protocol lines between two re-renders. The note is a statement about
+    the table when it was written: carried to a table with other rows, it says how many rows it was written for.
+    A command that states any of them replaces all (`--note ""` beside `--protocol` states "no note"); deleting the
+    file drops them.
+    """
+    fields = [f for f in ("protocol", "note") if hasattr(config, f)]
+    path = Path(folder) / REPORT_TEXT_FILE
+    if any(getattr(config, f) for f in fields):
+        write_json(path, {**{f: getattr(config, f) for f in fields}, "rows": n_rows})
+        return config
+    if not path.is_file():
+        return config
+    try:
+        stored = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); delete it (it only holds the summary's protocol "
+                          "lines and note) or re-render with --protocol / --note") from None
+    carried = {f: stored[f] for f in fields if stored.get(f)}
+    if isinstance(carried.get("protocol"), str):
+        carried["protocol"] = [carried["protocol"]]
+    if carried.get("note") and stored.get("rows") != n_rows:
+        carried["note"] += f" [note written for {stored.get('rows')} rows; the table has {n_rows} now]"
+    return replace(config, **carried) if carried else config
 
 
 def write_run_header(outdir: os.PathLike, config: Mapping[str, Any], extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:

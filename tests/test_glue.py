@@ -643,6 +643,18 @@ def test_the_protocol_checks_are_stated_at_the_top_with_their_numbers(tmp_path, 
     assert "- seeds: [0, 1]; verdicts pair runs by seed" in checks and md.count("- seeds:") == 1
     assert _cli(argv + ["--protocol", "plateau: LoRA k=8 5 -> 10 epochs +0.4 (cola)"]) == 0
     assert "- plateau: LoRA k=8 5 -> 10 epochs +0.4 (cola)" in (tmp_path / "out" / "summary.md").read_text()
+    # a render that states neither (a row landing during a sweep) keeps the last stated protocol lines and note;
+    # the note says it was written for another table
+    assert _cli(argv + ["--protocol", "plateau: LoRA k=8 5 -> 10 epochs +0.4 (cola)", "--note", "k=4 so far"]) == 0
+    _write_summary(tmp_path / "out", _tab3_rows(rte_flat=52.0)[:-1])
+    assert _cli(argv) == 0
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "- plateau: LoRA k=8 5 -> 10 epochs +0.4 (cola)" in md and "not stated for this run" not in md
+    assert "**k=4 so far [note written for 24 rows; the table has 23 now]**" in md
+    # stating them again replaces both: a protocol line alone states "no note"
+    assert _cli(argv + ["--protocol", "grid: lr x3"]) == 0
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "- grid: lr x3" in md and "plateau: LoRA" not in md and "k=4 so far" not in md
 
 
 def test_render_only_reproduces_the_committed_meanpool_summary(tmp_path, shared_data):

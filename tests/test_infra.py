@@ -301,3 +301,19 @@ def test_a_mean_std_plot_labels_its_seed_counts_only_where_they_differ(tmp_path)
     uneven = {"sine": {10.0: [1.0], 30.0: [2.0, 3.0, 2.5]}, "lowrank": {10.0: [0.5]}}
     assert seed_counts(uneven) == {("sine", 10.0): "n=1", ("sine", 30.0): "n=3", ("lowrank", 10.0): "n=1"}
     assert plot_mean_std(tmp_path / "p.png", uneven, "omega", "PSNR", "t", logx=True).stat().st_size > 0
+
+
+def test_the_carried_report_text_file_when_broken_is_named_and_a_stated_text_replaces_it(tmp_path):
+    from sinelr.report import REPORT_TEXT_FILE, carry_report_text
+
+    @dataclass
+    class WithNote:  # a recipe with a note and no protocol lines (quickstart)
+        note: str = ""
+
+    (tmp_path / REPORT_TEXT_FILE).write_text("{")
+    with pytest.raises(ConfigError, match=r"report_text\.json is not valid JSON .*delete it"):
+        carry_report_text(WithNote(), tmp_path, 3)
+    assert carry_report_text(WithNote(note="n"), tmp_path, 3) == WithNote(note="n")
+    assert json.loads((tmp_path / REPORT_TEXT_FILE).read_text()) == {"note": "n", "rows": 3}
+    assert carry_report_text(WithNote(), tmp_path, 3) == WithNote(note="n")  # same rows: the note as written
+    assert carry_report_text(WithNote(), tmp_path, 4).note == "n [note written for 3 rows; the table has 4 now]"

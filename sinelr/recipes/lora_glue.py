@@ -29,8 +29,8 @@ from sinelr.data import resolve_data_dir
 from sinelr.data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, constant_baseline, dev_rows, get_task,
                          read_schedule, task_schedule)
 from sinelr.models.encoder_classifier import ATTENTIONS, METHODS, MINILM, PEERS, POOLINGS, model_label, resolve_model
-from sinelr.report import CONFIG_FILES, ResultsTable, markdown_table, mean_std, paired_comparison, \
-    plot_mean_std, provenance_lines, seeds_text, verdict_lines, write_json
+from sinelr.report import CONFIG_FILES, ResultsTable, carry_report_text, markdown_table, mean_std, \
+    paired_comparison, plot_mean_std, provenance_lines, seeds_text, verdict_lines, write_json
 from sinelr.sweep import Sweep, SweepSpec, fingerprint_of, recover_folder
 
 __all__ = ["Config", "run", "grid", "run_one", "render", "SPEC", "PAPER_DIFFS"]
@@ -661,6 +661,7 @@ def _omega_section(config: Config, rows, folder: Path) -> List[str]:
 
 def render(config: Config, rows: List[Dict[str, Any]], folder: Path) -> None:
     """summary.md laid out like the paper's Tab. 3, the paired verdicts, and the omega sensitivity plot."""
+    config = carry_report_text(config, folder, len(rows))
     main = [r for r in rows if r["omega"] is None or r["omega"] == config.omega]
     tasks = [t for t in TASK_ORDER if any(r["task"] == t for r in main)]
     cells = _cells(main)

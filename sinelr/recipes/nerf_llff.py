@@ -573,6 +573,9 @@ def _fig4(c: Config, rows: List[Dict[str, Any]], scenes: Dict[str, Any], folder:
 def render(c: Config, lrs: Dict[str, float], sweep, scenes: Dict[str, Any], rows: List[Dict[str, Any]],
            folder: Path) -> None:
     """summary.md, rd_plot.png, fig4_<scene>.png and views/ from all rows."""
+    from sinelr.report import carry_report_text
+
+    c = carry_report_text(c, folder, len(rows))
     names = sorted({r["scene"] for r in rows})
     data_root = Path(next(iter(scenes.values())).files[0]).parents[2].resolve() if scenes else None
     lines = [f"# NeRF on LLFF: full vs low-rank vs sine low-rank ({_title(folder)})", ""]

@@ -401,8 +401,9 @@ def _panel_figure(path: Path, panels) -> None:
 def render(c: Config, lrs: Dict[str, float], sweep, data, mesh_path: Optional[Path], rows: List[Dict[str, Any]],
            folder: Path) -> None:
     """summary.md, iou_vs_omega.png, renders_k1.png and PLYs of one mesh from all its rows."""
-    from sinelr.report import CONFIG_FILES, provenance_lines
+    from sinelr.report import CONFIG_FILES, carry_report_text, provenance_lines
 
+    c = carry_report_text(c, folder, len(rows))
     mesh = folder.name[: -len(".staging")] if folder.name.endswith(".staging") else folder.name
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"# Occupancy field of `{mesh}`: low-rank vs sine low-rank (paper Tab. 6)", ""]

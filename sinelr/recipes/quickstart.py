@@ -164,9 +164,10 @@ def _table(rows: List[Dict[str, Any]], c: Config, lrs: Dict[str, float]) -> str:
 
 def render(c: Config, lrs: Dict[str, float], image, sweep, rows: List[Dict[str, Any]], folder: Path) -> str:
     """summary.md and reconstructions.png from all rows; returns the markdown table (printed by run)."""
-    from sinelr.report import provenance_lines, verdict_lines
+    from sinelr.report import carry_report_text, provenance_lines, verdict_lines
     from sinelr.stats import paired_comparison
 
+    c = carry_report_text(c, folder, len(rows))
     ranks = [k for k in c.ranks if _psnr(rows, "sine", k)]
     comps = [paired_comparison(_psnr(rows, "lowrank", k), _psnr(rows, "sine", k), "low-rank", "sine") for k in ranks]
     dense_vs = [paired_comparison(_psnr(rows, "dense", "full"), _psnr(rows, "sine", k), "dense", "sine") for k in ranks]

@@ -383,8 +383,9 @@ def _protocol_lines(c: Config, rows: List[Dict[str, Any]], lrs: Dict[str, float]
 
 def render(c: Config, lrs: Dict[str, float], rows: List[Dict[str, Any]], folder: Path) -> None:
     """summary.md (Tab. 2 layout, the paper's numbers beside ours, verdicts) and accuracy_vs_params.png."""
-    from sinelr.report import markdown_table, provenance_lines, verdict_lines
+    from sinelr.report import carry_report_text, markdown_table, provenance_lines, verdict_lines
 
+    c = carry_report_text(c, folder, len(rows))
     table, comps, ranks = _main_table(c, rows)
     split = ", ".join(sorted({r["eval_split"] or "test" for r in rows}))
     dataset = rows[0]["dataset"] if rows else c.dataset
