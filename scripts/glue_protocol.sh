@@ -116,6 +116,7 @@ tab3-render|tab3-bf16-render)
   # Re-render the Tab. 3 summary from its rows (no training), the protocol facts measured elsewhere on top. The
   # grid numbers are read from the grid folders (glue_grid_best.py --table); the plateau numbers (results/glue/
   # learn_*, each folder its own schedule) are stated here. tab3-bf16-render: the bf16 folder (the precision cross-check).
+  # The folder keeps these lines and NOTE (report_text.json), so the renders that follow each landing row show them.
   g() { python scripts/glue_grid_best.py "$@" --table; }
   grid="SST-2: $(g sst2 lora), $(g sst2 sine-lora), sine-lora's $(g sst2 omega); STS-B: $(g stsb lora), $(g stsb sine-lora), sine-lora's $(g stsb omega)"
   cola="$(g cola lora), $(g cola sine-lora)"
