@@ -640,7 +640,7 @@ def test_the_protocol_checks_are_stated_at_the_top_with_their_numbers(tmp_path, 
     assert "cola 49.50 (sine-lora k=8; majority / chance 0.00, bar 20): learned" in checks
     assert "rte 52.00" in checks and "majority / chance 52.71, bar 58): NOT learned" in checks
     assert "learning rates used: cola lora 0.003; cola sine-lora 0.001" in checks
-    assert "- seeds: [0, 1]; verdicts pair runs by seed" in checks and md.count("- seeds:") == 1
+    assert "- seeds: [0, 1]; verdicts pair runs by seed\n" in checks and md.count("- seeds:") == 1
     assert _cli(argv + ["--protocol", "plateau: LoRA k=8 5 -> 10 epochs +0.4 (cola)"]) == 0
     assert "- plateau: LoRA k=8 5 -> 10 epochs +0.4 (cola)" in (tmp_path / "out" / "summary.md").read_text()
     # a render that states neither (a row landing during a sweep) keeps the last stated protocol lines and note;
@@ -655,6 +655,13 @@ def test_the_protocol_checks_are_stated_at_the_top_with_their_numbers(tmp_path, 
     assert _cli(argv + ["--protocol", "grid: lr x3"]) == 0
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "- grid: lr x3" in md and "plateau: LoRA" not in md and "k=4 so far" not in md
+    # a table still filling up names the cells short of seeds (LoRA k=8 CoLA lost seed 1; sine-LoRA k=4 RTE both)
+    _write_summary(tmp_path / "out", [r for r in _tab3_rows(rte_flat=52.0)
+                                      if (r["task"], r["method"], r["rank"], r["seed"]) != ("cola", "lora", 8, 1)
+                                      and (r["task"], r["method"], r["rank"]) != ("rte", "sine-lora", 4)])
+    assert _cli(argv) == 0
+    assert ("- seeds: [0, 1]; verdicts pair runs by seed; cells short of [0, 1]: sine-lora k=4 rte none; "
+            "lora k=8 cola [0] (Avg averages each task's mean over its own seeds;") in (tmp_path / "out" / "summary.md").read_text()
 
 
 def test_render_only_reproduces_the_committed_meanpool_summary(tmp_path, shared_data):

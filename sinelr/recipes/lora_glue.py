@@ -509,8 +509,24 @@ def _protocol_lines(config: Config, rows, cells, tasks: List[str], learned: List
              for t in tasks if best[t] is not None]
     lines.append("- every task learns (best seed mean): " + ("; ".join(parts) or "no rows"))
     lines.append("- " + _lr_text(config, rows, tasks).replace("lr ", "learning rates used: ", 1))
-    lines.append("- seeds: " + seeds_text(rows) + "; verdicts pair runs by seed")
+    lines.append("- seeds: " + seeds_text(rows) + "; verdicts pair runs by seed" + _short_cells_text(cells, tasks))
     return lines + [""]
+
+
+def _short_cells_text(cells, tasks: List[str]) -> str:
+    """'; cells short of [0, 1, 2]: lora k=4 mrpc [0, 1], rte [0, 1]; ...' for the (method, k, task) cells with fewer
+    seeds than the table has (a table still filling up), '' when every cell has them all."""
+    every = sorted({s for per in cells.values() for seeds in per.values() for s in seeds})
+    parts = []
+    for method, rank in sorted(cells, key=lambda mk: (mk[1], GLUE_METHODS.index(mk[0]))):
+        have = {t: sorted(cells[(method, rank)].get(t, {})) for t in tasks}
+        short = [f"{t} {have[t] or 'none'}" for t in tasks if len(have[t]) < len(every)]
+        if short:
+            parts.append(f"{method} k={rank} " + ", ".join(short))
+    if not parts:
+        return ""
+    return (f"; cells short of {every}: " + "; ".join(parts) + " (Avg averages each task's mean over its own seeds; "
+            "its +- and the verdicts use the seeds every learned task has)")
 
 
 def _row_rates(config: Config, rows) -> Dict[tuple, List[float]]:
