@@ -436,6 +436,43 @@ def plot_mean_std(path: os.PathLike, series: Mapping[str, Mapping[float, Sequenc
     return path
 
 
+def plot_paired(path: os.PathLike, comparisons: Sequence[tuple], xlabel: str, title: str) -> Path:
+    """A PNG of paired differences, one line each (top to bottom): the mean, its 95% t-interval (when 2 or more
+    seeds are paired) and every seed's difference as a dot, against a line at 0. `comparisons` holds
+    (label, PairedComparison, emphasised) triples; an emphasised line (a verdict) is drawn black, the others
+    gray. The label gets the number of paired seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 0.9 + 0.32 * len(comparisons)), dpi=120)
+    labels = []
+    for y, (label, comp, strong) in enumerate(comparisons):
+        colour = "black" if strong else "gray"
+        labels.append(f"{label} (n={comp.n})")
+        if comp.n == 0:
+            continue
+        if comp.n >= 2:
+            ax.plot([comp.low, comp.high], [y, y], color=colour, lw=2.2 if strong else 1.4)
+        ax.plot([comp.mean], [y], marker="D" if strong else "o", color=colour, ms=6 if strong else 4.5)
+        ax.plot(list(comp.diffs), [y + 0.22] * comp.n, ls="none", marker=".", color=colour, ms=3, alpha=0.7)
+    ax.axvline(0.0, color="tab:red", lw=1, ls="--")
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylim(len(labels) - 0.5, -0.7)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+__all__ += ["plot_paired"]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Rate-distortion curves of NeRF-style sweeps (rate = parameters, quality = PSNR) and their BD figures,
 # shared by `sinelr nerf` (its summary) and `sinelr bdrate` (any finished sweep).

@@ -620,6 +620,7 @@ def test_a_task_no_method_learns_is_excluded_from_averages_and_verdicts(tmp_path
     per_task = md[md.index("Per task (each task alone"):]
     assert "| comparison | cola | rte (left out) |" in per_task
     assert "| sine-lora - lora, k=4 | +1.00 [+1.00, +1.00] (2 seeds) | +0.00 [+0.00, +0.00] (2 seeds) |" in per_task
+    assert "![paired differences](paired_differences.png)" in md and (tmp_path / "out" / "paired_differences.png").is_file()
     assert _cli(["--tasks", "cola", "rte", "--ranks", "4", "8", "--omega", "50", "--render-only", "true",
                  "--learn-margin", "0", "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]) == 0
     assert "excluded (no method beats the majority class / chance by 0 points and reaches the task's bar): rte" in (tmp_path / "out" / "summary.md").read_text()

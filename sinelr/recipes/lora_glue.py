@@ -30,7 +30,7 @@ from sinelr.data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, const
                          read_schedule, task_schedule)
 from sinelr.models.encoder_classifier import ATTENTIONS, METHODS, MINILM, PEERS, POOLINGS, model_label, resolve_model
 from sinelr.report import CONFIG_FILES, ResultsTable, carry_report_text, markdown_table, mean_std, \
-    paired_comparison, plot_mean_std, provenance_lines, seeds_text, verdict_lines, write_json
+    paired_comparison, plot_mean_std, plot_paired, provenance_lines, seeds_text, verdict_lines, write_json
 from sinelr.sweep import Sweep, SweepSpec, fingerprint_of, recover_folder
 
 __all__ = ["Config", "run", "grid", "run_one", "render", "SPEC", "PAPER_DIFFS"]
@@ -570,48 +570,75 @@ def _table_lines(cells, params: Dict[tuple, int], tasks: List[str], learned: Lis
                                        "paper Avg"])]
 
 
-def _verdict_section(cells, learned: List[str], excluded: List[str], margin: float) -> List[str]:
+def _verdict_comparisons(cells, learned: List[str]) -> List[tuple]:
+    """(label, comparison, (base, sine, k) or None) of each verdict, paired by seed on the learned-task average: every
+    sine adapter against its plain form at the same rank (the key names that pair), and against the plain form at
+    twice the rank (half the parameters; None)."""
+    out = []
+    for base, sine in SINE_OF.items():
+        for k in sorted({k for _, k in cells}):
+            for other, label in ((k, f"{sine} vs {base}, k={k}"), (2 * k, f"{sine} k={k} vs {base} k={2 * k}")):
+                if (sine, k) in cells and (base, other) in cells:
+                    out.append((label, paired_comparison(_seed_averages(cells[(base, other)], learned),
+                                                         _seed_averages(cells[(sine, k)], learned), base, sine),
+                                (base, sine, k) if other == k else None))
+    return out
+
+
+def _per_task_comparisons(cells, tasks: List[str]) -> Dict[tuple, Dict[str, Any]]:
+    """{(base, sine, k): {task: sine - base paired by seed}} at each rank where both adapters have rows."""
+    out = {}
+    for base, sine in SINE_OF.items():
+        for k in sorted({k for _, k in cells}):
+            if (base, k) in cells and (sine, k) in cells:
+                a, b = cells[(base, k)], cells[(sine, k)]
+                out[(base, sine, k)] = {t: paired_comparison(a[t], b[t], base, sine) for t in tasks
+                                        if t in a and t in b}
+    return out
+
+
+def _verdict_section(cells, learned: List[str], excluded: List[str], margin: float, folder: Path) -> List[str]:
     lines = ["", "## Does the paper's claim hold here?", "",
              f"Paired by seed on the average over the learned tasks ({', '.join(learned) or 'none'}); "
              f"excluded (no method beats the majority class / chance by {margin:g} points and reaches the task's bar): "
              f"{', '.join(excluded) or 'none'}. The verdict rule: `sinelr.stats.paired_comparison`.", ""]
-    comps, labels = [], []
-    ranks = sorted({k for _, k in cells})
-    for base, sine in SINE_OF.items():
-        for k in ranks:
-            if (base, k) in cells and (sine, k) in cells:
-                comps.append(paired_comparison(_seed_averages(cells[(base, k)], learned),
-                                               _seed_averages(cells[(sine, k)], learned), base, sine))
-                labels.append(f"{sine} vs {base}, k={k}")
-            if (sine, k) in cells and (base, 2 * k) in cells:  # the sine adapter at half the parameters
-                comps.append(paired_comparison(_seed_averages(cells[(base, 2 * k)], learned),
-                                               _seed_averages(cells[(sine, k)], learned), base, sine))
-                labels.append(f"{sine} k={k} vs {base} k={2 * k}")
-    if not comps or not learned:
+    verdicts = _verdict_comparisons(cells, learned)
+    if not verdicts or not learned:
         return lines + ["No comparison: " + ("no task was learned." if not learned else "no paired cells.")]
-    lines += [verdict_lines(comps, "comparison", labels), ""]
-    lines += _per_task_lines(cells, learned + excluded, excluded)
+    lines += [verdict_lines([c for _, c, _ in verdicts], "comparison", [label for label, _, _ in verdicts]), ""]
+    per_task = _per_task_comparisons(cells, learned + excluded)
+    lines += _per_task_lines(per_task, learned + excluded, excluded)
+    lines += _paired_figure_lines(verdicts, per_task, excluded, folder)
     return lines + ["Paper Tab. 3 (sine-LoRA - LoRA, its own model and task set, no interval): "
                     + ", ".join(f"k={k} {d:+.2f}" for k, d in PAPER_DIFFS.items())
                     + f"; sine-LoRA k=4 - LoRA k=8: {PAPER_AVERAGES[4][1] - PAPER_AVERAGES[8][0]:+.2f}."]
 
 
-def _per_task_lines(cells, tasks: List[str], excluded: List[str]) -> List[str]:
+def _per_task_lines(per_task: Dict[tuple, Dict[str, Any]], tasks: List[str], excluded: List[str]) -> List[str]:
     """Each task alone, sine - base paired by seed, per rank (where the verdict's average hides a task that moves the
     other way, or a task left out of it): read beside the verdict, not as one."""
-    head, rows = ["comparison"] + [f"{t} (left out)" if t in excluded else t for t in tasks], []
-    for base, sine in SINE_OF.items():
-        for k in sorted({k for _, k in cells}):
-            if (base, k) in cells and (sine, k) in cells:
-                a, b = cells[(base, k)], cells[(sine, k)]
-                rows.append({"comparison": f"{sine} - {base}, k={k}",
-                             **{t: paired_comparison(a[t], b[t], base, sine).interval_text() if t in a and t in b
-                                else "" for t in tasks}})
+    head = ["comparison"] + [f"{t} (left out)" if t in excluded else t for t in tasks]
+    rows = [{"comparison": f"{sine} - {base}, k={k}", **{t: comps[t].interval_text() if t in comps else ""
+                                                           for t in tasks}}
+            for (base, sine, k), comps in per_task.items()]
     if not rows:
         return []
     return ["Per task (each task alone, sine - base paired by seed, mean [95% t-interval]; not the verdict, which "
             "is the learned-task average above):", "",
             markdown_table(rows, ["comparison"] + list(tasks), head), ""]
+
+
+def _paired_figure_lines(verdicts: List[tuple], per_task: Dict[tuple, Dict[str, Any]], excluded: List[str],
+                         folder: Path) -> List[str]:
+    """paired_differences.png: each verdict (black) followed by the per-task differences of its rank (gray)."""
+    lines = []
+    for label, comp, key in verdicts:
+        lines.append((f"{label} (learned-task avg)", comp, True))
+        lines += [(f"  {t}" + (" (left out)" if t in excluded else ""), c, False)
+                  for t, c in per_task.get(key, {}).items()]
+    path = plot_paired(folder / "paired_differences.png", lines, "sine - base, metric points (paired by seed)",
+                       "verdicts (black) and each task alone (gray)\nbars: 95% t-interval; dots: the seeds")
+    return [f"![paired differences]({path.name})", ""]
 
 
 def _peer_section(cells, params: Dict[tuple, int], learned: List[str]) -> List[str]:
@@ -698,7 +725,7 @@ def render(config: Config, rows: List[Dict[str, Any]], folder: Path) -> None:
     for r in main:
         params[(r["method"], r["rank"])] = max(params.get((r["method"], r["rank"]), 0), r["trainable_params"] or 0)
     lines += _table_lines(cells, params, tasks, learned, baselines)
-    lines += _verdict_section(cells, learned, [t for t in tasks if t not in learned], config.learn_margin)
+    lines += _verdict_section(cells, learned, [t for t in tasks if t not in learned], config.learn_margin, folder)
     lines += _peer_section(cells, params, learned)
     lines += _omega_section(config, rows, folder)
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
