@@ -317,3 +317,14 @@ def test_the_carried_report_text_file_when_broken_is_named_and_a_stated_text_rep
     assert json.loads((tmp_path / REPORT_TEXT_FILE).read_text()) == {"note": "n", "rows": 3}
     assert carry_report_text(WithNote(), tmp_path, 3) == WithNote(note="n")  # same rows: the note as written
     assert carry_report_text(WithNote(), tmp_path, 4).note == "n [note written for 3 rows; the table has 4 now]"
+
+
+def test_the_paired_differences_plot_takes_comparisons_of_no_one_and_several_seeds(tmp_path):
+    from sinelr.report import plot_paired
+    from sinelr.stats import paired_comparison
+
+    comps = [("none", paired_comparison({0: 1.0}, {1: 2.0}), True), ("one", paired_comparison({0: 1.0}, {0: 2.5}), False),
+             ("three", paired_comparison({0: 1.0, 1: 2.0, 2: 3.0}, {0: 1.5, 1: 2.0, 2: 4.0}), True)]
+    assert [c.n for _, c, _ in comps] == [0, 1, 3]
+    path = plot_paired(tmp_path / "p.png", comps, "b - a", "title")
+    assert path == tmp_path / "p.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
