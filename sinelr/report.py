@@ -74,13 +74,20 @@ def _cpu_model() -> str:
 
 
 def machine_description() -> str:
-    """'GPU: <name>' when CUDA is in use, else 'CPU: <model>, N threads'."""
+    """'GPU: <name>' when CUDA is in use, else 'CPU: <model>, <kernel ISA>, N torch threads'.
+
+    The ISA is the instruction set torch's CPU kernels dispatch to (AVX2, AVX512, ...): fp32 training is
+    bit-reproducible on the same ISA, and it drifts apart (rounding, then seed-noise size) across ISAs."""
     try:
         import torch
 
         if torch.cuda.is_available():
             return f"GPU: {torch.cuda.get_device_name(0)} (x{torch.cuda.device_count()})"
-        return f"CPU: {_cpu_model()}, {torch.get_num_threads()} torch threads"
+        try:
+            isa = f"{torch.backends.cpu.get_cpu_capability()} kernels, "
+        except (AttributeError, RuntimeError):  # pragma: no cover - torch older than 2.1
+            isa = ""
+        return f"CPU: {_cpu_model()}, {isa}{torch.get_num_threads()} torch threads"
     except Exception:  # pragma: no cover - torch is a hard dependency
         return f"CPU: {_cpu_model()}"
 

@@ -193,7 +193,8 @@ def train_loop(
       writes one every `checkpoint_every` steps and at the end (main process only).
     - `TrainResult.seconds` is the training time of every step the model kept: a resumed run adds the time its
       checkpoint recorded (meta.json `train_seconds`) to its own; steps done after the last checkpoint of an
-      interrupted run were lost, and so is their time.
+      interrupted run were lost, and so is their time. The loss window (`final_loss`, the mean of the last
+      `loss_window` losses) is kept in the checkpoint too: a resumed run reports the uninterrupted run's value.
     - Stops with NonFiniteLossError on a NaN/inf loss, naming the step.
     - With an `accelerate.Accelerator` (model/optimizer already prepared), backward and autocast go
       through it, so the same loop runs under `accelerate launch` (DDP) unchanged. Without one,
@@ -211,6 +212,8 @@ def train_loop(
     device_type = next(model.parameters()).device.type
     losses: List[float] = []
     window: List[float] = []
+    if start:  # the loss window goes on across a resume, so final_loss is the uninterrupted run's
+        window = [float(v) for v in meta.get("loss_window", [])][-loss_window:]
     t0 = time.perf_counter()
     model.train()
     bar = progress(range(start, total_steps), total=total_steps, initial=start, desc=desc, disable=not is_main
@@ -254,7 +257,7 @@ def train_loop(
             (checkpoint_every and done % checkpoint_every == 0) or done == total_steps
         ):
             save_checkpoint(checkpoint_dir, _unwrap(model, accelerator), optimizer, scheduler, done, config_fingerprint,
-                            extra={"final_loss": sum(window) / len(window),
+                            extra={"final_loss": sum(window) / len(window), "loss_window": window,
                                    "train_seconds": before + time.perf_counter() - t0})
         if accelerator is not None and checkpoint_dir is not None and checkpoint_every and done % checkpoint_every == 0:
             accelerator.wait_for_everyone()

