@@ -254,7 +254,16 @@ def test_a_fine_tune_interrupted_after_a_checkpoint_resumes_to_the_uninterrupted
         _cli(argv(tmp_path / "resumed"))
     assert not (tmp_path / "resumed" / "out" / "summary.csv").exists()
     monkeypatch.setattr(train, "save_checkpoint", save)
+    load, resumed_at = train.load_checkpoint, []
+
+    def load_and_note(*args, **kwargs):
+        meta = load(*args, **kwargs)
+        resumed_at.append(meta["step"])
+        return meta
+
+    monkeypatch.setattr(train, "load_checkpoint", load_and_note)
     assert _cli(argv(tmp_path / "resumed")) == 0
+    assert resumed_at == [4]  # it did resume (a retrain from scratch would also match the straight run)
     a, b = (_rows(tmp_path / d / "out")[0] for d in ("straight", "resumed"))
     assert a["steps"] == "12" and {k: a[k] for k in ("metric", "final_loss")} == {k: b[k] for k in ("metric", "final_loss")}
     ta, tb = (load_file(next((tmp_path / d / "runs").iterdir()) / "adapter" / "adapter_model.safetensors")
