@@ -2,7 +2,9 @@
 # Issue 14 (docs/glue.md, "Issue 14"): the protocol steps of the GLUE table, as run. Run from anywhere:
 #   SINELR_DATA_DIR=/path/to/data bash scripts/glue_protocol.sh grid sst2      # step 2 on one task
 # Two single-thread processes side by side use both cores (e.g. `grid sst2` and `grid stsb`); every
-# command resumes (finished rows are skipped, an interrupted fine-tune restarts from its checkpoint).
+# command resumes (finished rows are skipped, an interrupted fine-tune restarts from its checkpoint). To stop:
+# `pkill -f "sinelr glue"` (or Ctrl-C): the step under way is finished and checkpointed, sinelr exits 130 and set -e
+# ends this script; the same command later resumes at that step.
 set -e
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1

@@ -177,7 +177,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise ConfigError(str(exc)) from exc
         if not _paper_scale_check(name, module, config, args):
             return 2
-        module.run(config)
+        from .train import StopRequested
+
+        try:
+            module.run(config)
+        except StopRequested as stop:  # Ctrl-C / kill: the step under way was finished and checkpointed
+            print(f"sinelr {name}: {stop}", file=sys.stderr)
+            return 130
     except (SinelrError, *FILE_ERRORS) as exc:
         if os.environ.get("SINELR_DEBUG") == "1":
             raise

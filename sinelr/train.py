@@ -13,6 +13,8 @@ import math
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ __all__ = [
     "resolve_device",
     "NonFiniteLossError",
     "CheckpointMismatchError",
+    "StopRequested",
     "TrainResult",
     "train_loop",
     "progress",
@@ -42,6 +45,44 @@ __all__ = [
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint on disk was written by a run with another config."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGINT / SIGTERM reached `train_loop`: it finished the step it was on, saved a checkpoint there and
+    stopped (a KeyboardInterrupt, so whatever does not catch it stops as on Ctrl-C)."""
+
+    def __init__(self, message: str, step: int, checkpoint_dir: Path) -> None:
+        super().__init__(message)
+        self.step, self.checkpoint_dir = step, checkpoint_dir
+
+
+class _StopOnSignal:
+    """While active, the first SIGINT / SIGTERM only sets `signum` (the loop checks it between steps); a
+    second one raises KeyboardInterrupt at once. Inactive (nothing installed) outside the main thread."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, active: bool) -> None:
+        self.active = active and threading.current_thread() is threading.main_thread()
+        self.signum: Optional[int] = None
+        self._previous: Dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopped at once")
+        self.signum = signum
+        print(f"\n[train] {signal.Signals(signum).name}: finishing this step, then a checkpoint and stop "
+              "(send it again to stop at once)", flush=True)
+
+    def __enter__(self) -> "_StopOnSignal":
+        if self.active:
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def seed_everything(seed: int) -> None:
@@ -128,6 +169,16 @@ def save_checkpoint(directory: os.PathLike, model: nn.Module, optimizer=None, sc
     return directory
 
 
+def _recover_checkpoint(directory: Path) -> None:
+    """A kill between the two renames of `save_checkpoint` leaves the previous checkpoint as <dir>.old and no
+    <dir>: put it back (it is complete; the newer one in <dir>.tmp may not be)."""
+    old = directory.with_name(directory.name + ".old")
+    if not (directory / "meta.json").is_file() and (old / "meta.json").is_file():
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(old, directory)
+
+
 def load_checkpoint(directory: os.PathLike, model: nn.Module, optimizer=None, scheduler=None,
                     fingerprint_: Optional[str] = None) -> Dict[str, Any]:
     """Restore what `save_checkpoint` wrote; returns meta.json. Refuses a checkpoint of another config."""
@@ -196,6 +247,9 @@ def train_loop(
       interrupted run were lost, and so is their time. The loss window (`final_loss`, the mean of the last
       `loss_window` losses) is kept in the checkpoint too: a resumed run reports the uninterrupted run's value.
     - Stops with NonFiniteLossError on a NaN/inf loss, naming the step.
+    - With a `checkpoint_dir` in a single process, SIGINT (Ctrl-C) or SIGTERM (`kill`) stops it between steps:
+      the step under way finishes, a checkpoint is written at it, and StopRequested is raised, so an
+      interrupted run loses no step (a second signal stops at once, losing the steps since the last checkpoint).
     - With an `accelerate.Accelerator` (model/optimizer already prepared), backward and autocast go
       through it, so the same loop runs under `accelerate launch` (DDP) unchanged. Without one,
       `amp_dtype` turns on torch.autocast on the model's device.
@@ -204,11 +258,16 @@ def train_loop(
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     start, before = 0, 0.0
     meta: Dict[str, Any] = {}
+    is_main = accelerator is None or accelerator.is_main_process
+    if checkpoint_dir is not None:
+        if is_main:
+            _recover_checkpoint(Path(checkpoint_dir))
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "meta.json").is_file():
         meta = load_checkpoint(checkpoint_dir, _unwrap(model, accelerator), optimizer, scheduler, config_fingerprint)
         start = int(meta["step"])
         before = float(meta.get("train_seconds", 0.0))  # checkpoints before this field: their time is unknown
-    is_main = accelerator is None or accelerator.is_main_process
     device_type = next(model.parameters()).device.type
     losses: List[float] = []
     window: List[float] = []
@@ -219,50 +278,63 @@ def train_loop(
     bar = progress(range(start, total_steps), total=total_steps, initial=start, desc=desc, disable=not is_main
                    or os.environ.get("SINELR_NO_PROGRESS") == "1")
     loss_value = float("nan")
-    for step in bar:
-        if accelerator is not None:
-            with accelerator.autocast():
-                loss = step_fn(step)
-        elif amp_dtype is not None:
-            with torch.autocast(device_type, dtype=amp_dtype):
-                loss = step_fn(step)
-        else:
-            loss = step_fn(step)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(
-                f"non-finite loss {loss_value} at step {step} ({desc}); lower the learning rate or omega, "
-                "or enable gradient clipping"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        if accelerator is not None:
-            accelerator.backward(loss)
-            if grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), grad_clip)
-        else:
-            loss.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        losses.append(loss_value)
-        window = (window + [loss_value])[-loss_window:]
-        if on_step is not None:
-            on_step(step, loss_value)
-        if hasattr(bar, "set_postfix") and (step % 10 == 0 or step == total_steps - 1):
-            bar.set_postfix(loss=f"{sum(window) / len(window):.4g}")
-        done = step + 1
-        if checkpoint_dir is not None and is_main and (
-            (checkpoint_every and done % checkpoint_every == 0) or done == total_steps
-        ):
-            save_checkpoint(checkpoint_dir, _unwrap(model, accelerator), optimizer, scheduler, done, config_fingerprint,
-                            extra={"final_loss": sum(window) / len(window), "loss_window": window,
-                                   "train_seconds": before + time.perf_counter() - t0})
-        if accelerator is not None and checkpoint_dir is not None and checkpoint_every and done % checkpoint_every == 0:
-            accelerator.wait_for_everyone()
-    if hasattr(bar, "close"):
-        bar.close()
+
+    def checkpoint(done: int) -> None:
+        save_checkpoint(checkpoint_dir, _unwrap(model, accelerator), optimizer, scheduler, done, config_fingerprint,
+                        extra={"final_loss": sum(window) / len(window), "loss_window": window,
+                               "train_seconds": before + time.perf_counter() - t0})
+
+    single = accelerator is None or accelerator.num_processes == 1  # under DDP every rank would have to agree
+    with _StopOnSignal(checkpoint_dir is not None and single) as stop:
+        try:
+            for step in bar:
+                if accelerator is not None:
+                    with accelerator.autocast():
+                        loss = step_fn(step)
+                elif amp_dtype is not None:
+                    with torch.autocast(device_type, dtype=amp_dtype):
+                        loss = step_fn(step)
+                else:
+                    loss = step_fn(step)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise NonFiniteLossError(
+                        f"non-finite loss {loss_value} at step {step} ({desc}); lower the learning rate or omega, "
+                        "or enable gradient clipping"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                if accelerator is not None:
+                    accelerator.backward(loss)
+                    if grad_clip:
+                        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+                else:
+                    loss.backward()
+                    if grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                losses.append(loss_value)
+                window = (window + [loss_value])[-loss_window:]
+                if on_step is not None:
+                    on_step(step, loss_value)
+                if hasattr(bar, "set_postfix") and (step % 10 == 0 or step == total_steps - 1):
+                    bar.set_postfix(loss=f"{sum(window) / len(window):.4g}")
+                done = step + 1
+                due = (checkpoint_every and done % checkpoint_every == 0) or done == total_steps
+                if checkpoint_dir is not None and is_main and (due or stop.signum is not None):
+                    checkpoint(done)
+                if accelerator is not None and checkpoint_dir is not None and checkpoint_every \
+                        and done % checkpoint_every == 0:
+                    accelerator.wait_for_everyone()
+                if stop.signum is not None:
+                    raise StopRequested(
+                        f"stopped by {signal.Signals(stop.signum).name} after step {done} of {total_steps} ({desc}); "
+                        f"the checkpoint in {checkpoint_dir} holds it: run the same command again to resume",
+                        done, Path(checkpoint_dir))
+        finally:
+            if hasattr(bar, "close"):
+                bar.close()
     final = sum(window) / len(window) if window else float(meta.get("final_loss", float("nan")))
     return TrainResult(steps=total_steps, final_loss=final, seconds=before + time.perf_counter() - t0, losses=losses,
                        resumed_from=start)

