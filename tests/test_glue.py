@@ -658,6 +658,17 @@ def test_each_peer_is_paired_with_lora_and_sine_lora_at_the_nearest_parameter_co
     assert "| hira r=8 (800 params) vs k=8 (800) | 2 | -1.00" in peers  # hira has both tasks: unchanged
 
 
+def test_a_cell_of_one_seed_shows_no_spread(tmp_path, shared_data):
+    # a table filling up (Tab. 3 at k = 8): a cell with one seed is not "+- 0.00", which would claim a spread
+    rows = [r for r in _tab3_rows() if not (r["rank"] == 8 and r["seed"] == 1)]
+    _write_summary(tmp_path / "out", rows)
+    assert _cli(["--tasks", "cola", "rte", "--ranks", "4", "8", "--omega", "50", "--render-only", "true",
+                 "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| lora | 8 | 100 | 48.00 (1 seed) | 68.00 (1 seed) |" in md
+    assert "| lora | 4 | 100 | 44.50 +- 0.71 | 64.50 +- 0.71 |" in md
+
+
 def test_a_task_no_method_learns_is_excluded_from_averages_and_verdicts(tmp_path, shared_data):
     # RTE at 52.0 for every method, rank and seed: below its dev majority class (52.71 + 2 points)
     _write_summary(tmp_path / "out", _tab3_rows(rte_flat=52.0))

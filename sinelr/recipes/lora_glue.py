@@ -556,8 +556,7 @@ def _table_lines(cells, params: Dict[tuple, int], tasks: List[str], learned: Lis
         per_task, row = cells[(method, rank)], {"method": method + (" (fine-tune, ceiling)" if method == FULL else ""),
                                                 "k": rank if method != FULL else "all",
                                                 "params": f"{params[(method, rank)]:,}"}
-        row.update({t: "{:.2f} +- {:.2f}".format(*mean_std(list(per_task[t].values()))) if t in per_task else "n/a"
-                    for t in tasks})
+        row.update({t: _mean_cell(list(per_task[t].values())) if t in per_task else "n/a" for t in tasks})
         per_seed = list(_seed_averages(per_task, learned).values())
         if per_seed and all(t in per_task for t in learned):
             avg = sum(mean_std(list(per_task[t].values()))[0] for t in learned) / len(learned)
@@ -626,6 +625,12 @@ def _per_task_lines(per_task: Dict[tuple, Dict[str, Any]], tasks: List[str], exc
     return ["Per task (each task alone, sine - base paired by seed, mean [95% t-interval]; not the verdict, which "
             "is the learned-task average above):", "",
             markdown_table(rows, ["comparison"] + list(tasks), head), ""]
+
+
+def _mean_cell(values: List[float]) -> str:
+    """'mean +- std' over seeds; one seed has no spread to show ('+- 0.00' would claim one), so it says so."""
+    mean, std = mean_std(values)
+    return f"{mean:.2f} +- {std:.2f}" if len(values) > 1 else f"{mean:.2f} (1 seed)"
 
 
 def _paired_figure_lines(verdicts: List[tuple], per_task: Dict[tuple, Dict[str, Any]], excluded: List[str],
