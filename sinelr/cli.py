@@ -19,7 +19,7 @@ from typing import Any, List, Optional, Sequence
 
 from . import __version__
 from .config import add_config_arguments, config_from_args
-from .errors import ConfigError, SinelrError
+from .errors import ConfigError, SinelrError, StopRequested
 
 __all__ = ["main", "RECIPES", "Recipe", "load_recipe"]
 
@@ -177,8 +177,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise ConfigError(str(exc)) from exc
         if not _paper_scale_check(name, module, config, args):
             return 2
-        from .train import StopRequested
-
         try:
             module.run(config)
         except StopRequested as stop:  # Ctrl-C / kill: the step under way was finished and checkpointed

@@ -5,7 +5,8 @@ Every type also subclasses the builtin it refines (ValueError, FileNotFoundError
 """
 from __future__ import annotations
 
-__all__ = ["SinelrError", "ConfigError", "DataError", "DataNotFoundError", "AdapterError", "NonFiniteLossError"]
+__all__ = ["SinelrError", "ConfigError", "DataError", "DataNotFoundError", "AdapterError", "NonFiniteLossError",
+           "StopRequested"]
 
 
 class SinelrError(Exception):
@@ -30,3 +31,13 @@ class AdapterError(SinelrError, ValueError):
 
 class NonFiniteLossError(SinelrError, RuntimeError):
     """Training produced a NaN or infinite loss; the message says at which step."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGINT / SIGTERM reached `sinelr.train.train_loop`: it finished the step it was on, saved a checkpoint there
+    and stopped. Not a SinelrError (nothing was wrong): a KeyboardInterrupt, so whatever does not catch it stops as
+    on Ctrl-C; the CLI prints its message and exits 130."""
+
+    def __init__(self, message: str, step: int, checkpoint_dir: object) -> None:
+        super().__init__(message)
+        self.step, self.checkpoint_dir = step, checkpoint_dir

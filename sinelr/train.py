@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import NonFiniteLossError
+from .errors import NonFiniteLossError, StopRequested
 from .report import format_duration  # noqa: F401  (part of this module's interface)
 
 __all__ = [
@@ -45,15 +45,6 @@ __all__ = [
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint on disk was written by a run with another config."""
-
-
-class StopRequested(KeyboardInterrupt):
-    """SIGINT / SIGTERM reached `train_loop`: it finished the step it was on, saved a checkpoint there and
-    stopped (a KeyboardInterrupt, so whatever does not catch it stops as on Ctrl-C)."""
-
-    def __init__(self, message: str, step: int, checkpoint_dir: Path) -> None:
-        super().__init__(message)
-        self.step, self.checkpoint_dir = step, checkpoint_dir
 
 
 class _StopOnSignal:
@@ -321,11 +312,11 @@ def train_loop(
                 if hasattr(bar, "set_postfix") and (step % 10 == 0 or step == total_steps - 1):
                     bar.set_postfix(loss=f"{sum(window) / len(window):.4g}")
                 done = step + 1
-                due = (checkpoint_every and done % checkpoint_every == 0) or done == total_steps
-                if checkpoint_dir is not None and is_main and (due or stop.signum is not None):
+                periodic = bool(checkpoint_every) and done % checkpoint_every == 0
+                if checkpoint_dir is not None and is_main and (periodic or done == total_steps
+                                                               or stop.signum is not None):
                     checkpoint(done)
-                if accelerator is not None and checkpoint_dir is not None and checkpoint_every \
-                        and done % checkpoint_every == 0:
+                if accelerator is not None and checkpoint_dir is not None and periodic:
                     accelerator.wait_for_everyone()
                 if stop.signum is not None:
                     raise StopRequested(
