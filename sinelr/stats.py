@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence, Tuple
 
-__all__ = ["t_quantile_975", "mean_std", "PairedComparison", "paired_comparison"]
+__all__ = ["t_quantile_975", "mean_std", "PairedComparison", "paired_comparison", "seeds_for_half_width"]
 
 # t_{0.975, df} for df = 1..30 (standard tables); beyond 30 the normal value 1.96 is within 2%.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -97,3 +97,19 @@ def paired_comparison(a: Mapping[int, float], b: Mapping[int, float], a_name: st
         verdict = "no difference shown"
     return PairedComparison(a_name, b_name, seeds, diffs, m, low, high, verdict)
 
+
+
+def seeds_for_half_width(sd: float, half_width: float, limit: int = 1000) -> int:
+    """The fewest paired seeds n >= 2 whose 95% t-interval, at a per-seed spread `sd`, has half-width
+    t_{0.975, n-1} * sd / sqrt(n) <= `half_width` (the resolution a comparison needs to tell an effect of that
+    size from 0: at that width a true effect of exactly `half_width` is shown about half the time).
+    Returns `limit` + 1 when more than `limit` seeds would be needed."""
+    for name, v in (("sd", sd), ("half_width", half_width)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if sd < 0 or half_width <= 0:
+        raise ValueError(f"need sd >= 0 and half_width > 0, got sd={sd!r}, half_width={half_width!r}")
+    for n in range(2, limit + 1):
+        if t_quantile_975(n - 1) * sd / math.sqrt(n) <= half_width:
+            return n
+    return limit + 1

@@ -979,3 +979,28 @@ def test_the_attention_kernels_compute_the_same_function():
         with torch.no_grad():
             out.append(model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state * mask[..., None])
     torch.testing.assert_close(out[0], out[1], atol=1e-5, rtol=1e-4)
+
+
+def test_each_verdict_says_whether_its_seeds_could_have_shown_the_papers_effect(tmp_path, shared_data):
+    # CoLA alone is learned (RTE flat). k=4: sine-LoRA +2 / +0 over LoRA at seeds 0 / 1 (sd 1.41: the paper's +0.73
+    # inside the interval; t_{n-1} * 1.414 / sqrt(n) <= 0.73 first at n = 17: t_15 * 1.414 / 4 = 0.754,
+    # t_16 * 1.414 / sqrt(17) = 0.727). k=8: +1 at both seeds (sd 0): the paper's +0.42 is outside, 2 seeds suffice.
+    rows = _tab3_rows(rte_flat=52.0)
+    for r in rows:
+        if r["task"] == "cola" and r["method"] == "sine-lora" and r["omega"] == 50.0 and r["rank"] == 4:
+            r["metric"] = 44.0 + r["seed"] + (2.0 if r["seed"] == 0 else 0.0)
+    _write_summary(tmp_path / "out", rows)
+    assert _cli(["--tasks", "cola", "rte", "--ranks", "4", "8", "--omega", "50", "--render-only", "true",
+                 "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "summary.md").read_text()
+    section = md[md.index("Resolution (could these seeds have shown the paper's effect?)"):]
+    assert ("- sine-lora vs lora, k=4: the paper's +0.73 lies inside [-11.71, +13.71] (2 seeds, sd of the paired "
+            "differences 1.41): these seeds can neither confirm nor rule out an effect of the paper's size; a "
+            "half-width of 0.73 would take about 17 paired seeds at this spread (itself estimated from 2 seeds; at "
+            "that width a true effect of that size is shown about half the time).") in section
+    assert "- sine-lora vs lora, k=8: the paper's +0.42 lies outside [+1.00, +1.00]" in section
+    assert "an effect of the paper's size is ruled out at 95%; a half-width of 0.42 would take about 2 paired" in section
+    # sine-LoRA k=4 (46, 45) vs LoRA k=8 (48, 49): -2, -4; the paper's 87.14 - 86.57 = +0.57 inside; n = 27
+    assert "- sine-lora k=4 vs lora k=8: the paper's +0.57 lies inside [-15.71, +9.71]" in section
+    assert "would take about 27 paired seeds" in section
+    assert section.index("k=4:") < section.index("k=4 vs lora k=8") < section.index("k=8:")  # the verdict order

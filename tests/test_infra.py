@@ -390,3 +390,26 @@ def test_the_paired_differences_plot_takes_comparisons_of_no_one_and_several_see
     assert [c.n for _, c, _ in comps] == [0, 1, 3]
     path = plot_paired(tmp_path / "p.png", comps, "b - a", "title")
     assert path == tmp_path / "p.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seeds_for_half_width_is_the_fewest_seeds_whose_interval_is_that_narrow():
+    import math
+
+    from sinelr.stats import paired_comparison, seeds_for_half_width, t_quantile_975
+
+    for sd, width in ((0.865, 0.73), (1.0, 0.5), (3.0, 2.0), (0.2, 1.0)):
+        n = seeds_for_half_width(sd, width)
+        assert n >= 2 and t_quantile_975(n - 1) * sd / math.sqrt(n) <= width
+        assert n == 2 or t_quantile_975(n - 2) * sd / math.sqrt(n - 1) > width  # one seed fewer is too wide
+    assert seeds_for_half_width(0.865, 0.73) == 8  # t_7 * 0.865 / sqrt(8) = 0.723; t_6 * 0.865 / sqrt(7) = 0.800
+    assert seeds_for_half_width(0.0, 0.1) == 2
+    assert seeds_for_half_width(100.0, 0.01, limit=50) == 51  # more than the limit
+    # the half-width it promises is the one paired_comparison computes from diffs of that spread
+    diffs = {s: (1.0 if s % 2 else -1.0) for s in range(8)}
+    comp = paired_comparison({s: 0.0 for s in diffs}, diffs)
+    sd = math.sqrt(8 / 7)
+    assert comp.high - comp.mean == pytest.approx(t_quantile_975(7) * sd / math.sqrt(8))
+    assert seeds_for_half_width(sd, comp.high - comp.mean + 1e-12) <= 8 < seeds_for_half_width(sd, 0.9 * (comp.high - comp.mean))
+    for bad in ((-1.0, 0.5), (1.0, 0.0), (float("nan"), 0.5), (1.0, True)):
+        with pytest.raises(ValueError, match="sd|half_width"):
+            seeds_for_half_width(*bad)

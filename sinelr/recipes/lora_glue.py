@@ -32,6 +32,7 @@ from sinelr.models.encoder_classifier import ATTENTIONS, METHODS, MINILM, PEERS,
 from sinelr.report import CONFIG_FILES, ResultsTable, carry_report_text, markdown_table, mean_std, \
     paired_comparison, plot_mean_std, plot_paired, provenance_lines, seeds_text, verdict_lines, write_json
 from sinelr.sweep import Sweep, SweepSpec, fingerprint_of, recover_folder
+from sinelr.stats import seeds_for_half_width
 
 __all__ = ["Config", "run", "grid", "run_one", "render", "SPEC", "PAPER_DIFFS"]
 
@@ -569,10 +570,17 @@ def _table_lines(cells, params: Dict[tuple, int], tasks: List[str], learned: Lis
                                        "paper Avg"])]
 
 
+def _paper_change(base: str, sine: str, k: int, other: int) -> Optional[float]:
+    """The paper's Tab. 3 average change for sine-LoRA k against LoRA `other` (None where it has no such pair)."""
+    if (base, sine) != ("lora", "sine-lora") or k not in PAPER_AVERAGES or other not in PAPER_AVERAGES:
+        return None
+    return PAPER_AVERAGES[k][1] - PAPER_AVERAGES[other][0]
+
+
 def _verdict_comparisons(cells, learned: List[str]) -> List[tuple]:
-    """(label, comparison, (base, sine, k) or None) of each verdict, paired by seed on the learned-task average: every
-    sine adapter against its plain form at the same rank (the key names that pair), and against the plain form at
-    twice the rank (half the parameters; None)."""
+    """(label, comparison, (base, sine, k) or None, the paper's change or None) of each verdict, paired by seed on the
+    learned-task average: every sine adapter against its plain form at the same rank (the key names that pair), and
+    against the plain form at twice the rank (half the parameters; None)."""
     out = []
     for base, sine in SINE_OF.items():
         for k in sorted({k for _, k in cells}):
@@ -580,8 +588,31 @@ def _verdict_comparisons(cells, learned: List[str]) -> List[tuple]:
                 if (sine, k) in cells and (base, other) in cells:
                     out.append((label, paired_comparison(_seed_averages(cells[(base, other)], learned),
                                                          _seed_averages(cells[(sine, k)], learned), base, sine),
-                                (base, sine, k) if other == k else None))
+                                (base, sine, k) if other == k else None, _paper_change(base, sine, k, other)))
     return out
+
+
+def _resolution_lines(verdicts: List[tuple]) -> List[str]:
+    """Whether each interval could have shown the paper's change, and the seeds that would take at this spread (a
+    'no difference shown' from an interval wider than the effect in question says little about that effect)."""
+    lines = []
+    for label, comp, _, paper in verdicts:
+        if paper is None or comp.n < 2 or paper == 0:
+            continue
+        sd = mean_std(list(comp.diffs))[1]
+        inside = comp.low <= paper <= comp.high
+        need = seeds_for_half_width(sd, abs(paper))
+        lines.append(f"- {label}: the paper's {paper:+.2f} lies {'inside' if inside else 'outside'} "
+                     f"[{comp.low:+.2f}, {comp.high:+.2f}] ({comp.n} seeds, sd of the paired differences {sd:.2f})"
+                     + (": these seeds can neither confirm nor rule out an effect of the paper's size" if inside
+                        else ": an effect of the paper's size is ruled out at 95%")
+                     + f"; a half-width of {abs(paper):.2f} would take about "
+                     + (f"{need} paired seeds at this spread" if need <= 1000 else "over 1000 paired seeds at this spread")
+                     + f" (itself estimated from {comp.n} seeds; at that width a true effect of that size is shown "
+                       "about half the time).")
+    if not lines:
+        return []
+    return ["Resolution (could these seeds have shown the paper's effect?):", "", *lines, ""]
 
 
 def _per_task_comparisons(cells, tasks: List[str]) -> Dict[tuple, Dict[str, Any]]:
@@ -604,7 +635,8 @@ def _verdict_section(cells, learned: List[str], excluded: List[str], margin: flo
     verdicts = _verdict_comparisons(cells, learned)
     if not verdicts or not learned:
         return lines + ["No comparison: " + ("no task was learned." if not learned else "no paired cells.")]
-    lines += [verdict_lines([c for _, c, _ in verdicts], "comparison", [label for label, _, _ in verdicts]), ""]
+    lines += [verdict_lines([c for _, c, _, _ in verdicts], "comparison", [label for label, *_ in verdicts]), ""]
+    lines += _resolution_lines(verdicts)
     per_task = _per_task_comparisons(cells, learned + excluded)
     lines += _per_task_lines(per_task, learned + excluded, excluded)
     lines += _paired_figure_lines(verdicts, per_task, excluded, folder)
@@ -637,7 +669,7 @@ def _paired_figure_lines(verdicts: List[tuple], per_task: Dict[tuple, Dict[str, 
                          folder: Path) -> List[str]:
     """paired_differences.png: each verdict (black) followed by the per-task differences of its rank (gray)."""
     lines = []
-    for label, comp, key in verdicts:
+    for label, comp, key, _ in verdicts:
         lines.append((f"{label} (learned-task avg)", comp, True))
         lines += [(f"  {t}" + (" (left out)" if t in excluded else ""), c, False)
                   for t, c in per_task.get(key, {}).items()]
