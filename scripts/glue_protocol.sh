@@ -87,8 +87,8 @@ cola-check)
   # CoLA's rates came from the 1/3 ratio of the SST-2 / STS-B grids (LoRA 7e-4, sine-LoRA 2.5e-4), not from CoLA:
   # LoRA 7e-4 and sine-LoRA 7e-4, 2.5e-4 and 8e-5 on CoLA's held-out 10% (k = 4, seed 0, Tab. 3's 10-epoch
   # schedule); 8e-5 (stop 35: 20.40) because 2.5e-4 (24.22) was the better of the first two, an edge: now interior.
-  # LoRA's 7e-4 is interior on
-  # CoLA already (step 1, dev: 2.5e-4 / 7e-4 / 2e-3 / 6e-3 = 14.78 / 17.71 / 9.26 / 0.00, results/glue/learn_lora8*).
+  # LoRA's 7e-4 is interior on CoLA already (step 1, dev, k = 8: 2.5e-4 / 7e-4 / 2e-3 / 6e-3 = 14.78 / 17.71 / 9.26 /
+  # 0.00, results/glue/learn_lora8*).
   for lr in 7e-4 2.5e-4 8e-5; do
     methods="sine-lora"; [ $lr = 7e-4 ] && methods="lora sine-lora"
     $T3_SCHEDULE --tasks cola --methods $methods --ranks 4 --seeds 0 --val-fraction 0.1 --method-lr lora=$lr sine-lora=$lr \
