@@ -98,7 +98,6 @@ def paired_comparison(a: Mapping[int, float], b: Mapping[int, float], a_name: st
     return PairedComparison(a_name, b_name, seeds, diffs, m, low, high, verdict)
 
 
-
 def seeds_for_half_width(sd: float, half_width: float, limit: int = 1000) -> int:
     """The fewest paired seeds n >= 2 whose 95% t-interval, at a per-seed spread `sd`, has half-width
     t_{0.975, n-1} * sd / sqrt(n) <= `half_width` (the resolution a comparison needs to tell an effect of that

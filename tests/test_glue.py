@@ -1004,3 +1004,13 @@ def test_each_verdict_says_whether_its_seeds_could_have_shown_the_papers_effect(
     assert "- sine-lora k=4 vs lora k=8: the paper's +0.57 lies inside [-15.71, +9.71]" in section
     assert "would take about 27 paired seeds" in section
     assert section.index("k=4:") < section.index("k=4 vs lora k=8") < section.index("k=8:")  # the verdict order
+    # an interval holding the paper's change but not 0 agrees with the paper; no paper number (DoRA): no line
+    from sinelr.cli import load_recipe
+    from sinelr.stats import paired_comparison
+
+    glue = load_recipe("glue")
+    agree = paired_comparison({0: 0.0, 1: 0.0, 2: 0.0}, {0: 0.5, 1: 0.7, 2: 0.9})  # [+0.20, +1.20]
+    (line,) = [x for x in glue._resolution_lines([("k=4", agree, None, 0.73), ("dora", agree, None, None)])
+               if x.startswith("- ")]
+    assert "the paper's +0.73 lies inside [+0.20, +1.20] (3 seeds, sd of the paired differences 0.20): consistent " \
+           "with the paper's effect, and 0 is ruled out; a half-width of 0.73 would take about 3 paired seeds" in line

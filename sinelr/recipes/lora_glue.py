@@ -31,8 +31,8 @@ from sinelr.data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, const
 from sinelr.models.encoder_classifier import ATTENTIONS, METHODS, MINILM, PEERS, POOLINGS, model_label, resolve_model
 from sinelr.report import CONFIG_FILES, ResultsTable, carry_report_text, markdown_table, mean_std, \
     paired_comparison, plot_mean_std, plot_paired, provenance_lines, seeds_text, verdict_lines, write_json
-from sinelr.sweep import Sweep, SweepSpec, fingerprint_of, recover_folder
 from sinelr.stats import seeds_for_half_width
+from sinelr.sweep import Sweep, SweepSpec, fingerprint_of, recover_folder
 
 __all__ = ["Config", "run", "grid", "run_one", "render", "SPEC", "PAPER_DIFFS"]
 
@@ -601,11 +601,16 @@ def _resolution_lines(verdicts: List[tuple]) -> List[str]:
             continue
         sd = mean_std(list(comp.diffs))[1]
         inside = comp.low <= paper <= comp.high
+        if not inside:
+            reading = "an effect of the paper's size is ruled out at 95%"
+        elif comp.low > 0 or comp.high < 0:  # the interval holds the paper's change and excludes 0
+            reading = "consistent with the paper's effect, and 0 is ruled out"
+        else:
+            reading = "these seeds can neither confirm nor rule out an effect of the paper's size"
         need = seeds_for_half_width(sd, abs(paper))
         lines.append(f"- {label}: the paper's {paper:+.2f} lies {'inside' if inside else 'outside'} "
-                     f"[{comp.low:+.2f}, {comp.high:+.2f}] ({comp.n} seeds, sd of the paired differences {sd:.2f})"
-                     + (": these seeds can neither confirm nor rule out an effect of the paper's size" if inside
-                        else ": an effect of the paper's size is ruled out at 95%")
+                     f"[{comp.low:+.2f}, {comp.high:+.2f}] ({comp.n} seeds, sd of the paired differences {sd:.2f}): "
+                     + reading
                      + f"; a half-width of {abs(paper):.2f} would take about "
                      + (f"{need} paired seeds at this spread" if need <= 1000 else "over 1000 paired seeds at this spread")
                      + f" (itself estimated from {comp.n} seeds; at that width a true effect of that size is shown "
