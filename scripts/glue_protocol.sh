@@ -124,6 +124,12 @@ tab3-render|tab3-bf16-render)
   # The folder keeps these lines and NOTE (report_text.json), so the renders that follow each landing row show them.
   g() { python scripts/glue_grid_best.py "$@" --table; }
   grid="SST-2: $(g sst2 lora), $(g sst2 sine-lora), sine-lora's $(g sst2 omega); STS-B: $(g stsb lora), $(g stsb sine-lora), sine-lora's $(g stsb omega)"
+  plots=""  # the omega plots of the grid folders (omega 50 / 200 / 800 at sine-LoRA's best rate), linked from the summary
+  for t in sst2 stsb; do
+    p=grid_k4_${t}_lr$(python scripts/glue_grid_best.py $t sine-lora)/omega_${t}_r4.png
+    [ -f results/glue/$p ] && plots="$plots${plots:+, }[$t](../$p)"
+  done
+  grid="$grid${plots:+ (omega plots: $plots)}"
   cola="$(g cola lora), $(g cola sine-lora)"
   table="$T3"; [ "$step" = tab3-bf16-render ] && table="$T3_BF16"
   folder=$(echo "$table" | sed 's/.*--output-dir \([^ ]*\).*/\1/')
