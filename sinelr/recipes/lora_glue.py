@@ -612,7 +612,7 @@ def _resolution_lines(verdicts: List[tuple]) -> List[str]:
                      f"[{comp.low:+.2f}, {comp.high:+.2f}] ({comp.n} seeds, sd of the paired differences {sd:.2f}): "
                      + reading
                      + f"; a half-width of {abs(paper):.2f} would take about "
-                     + (f"{need} paired seeds at this spread" if need <= 1000 else "over 1000 paired seeds at this spread")
+                     + (f"{need}" if need <= 1000 else "over 1000") + " paired seeds at this spread"
                      + f" (itself estimated from {comp.n} seeds; at that width a true effect of that size is shown "
                        "about half the time).")
     if not lines:
@@ -647,7 +647,7 @@ def _verdict_section(cells, learned: List[str], excluded: List[str], margin: flo
     lines += _paired_figure_lines(verdicts, per_task, excluded, folder)
     return lines + ["Paper Tab. 3 (sine-LoRA - LoRA, its own model and task set, no interval): "
                     + ", ".join(f"k={k} {d:+.2f}" for k, d in PAPER_DIFFS.items())
-                    + f"; sine-LoRA k=4 - LoRA k=8: {PAPER_AVERAGES[4][1] - PAPER_AVERAGES[8][0]:+.2f}."]
+                    + f"; sine-LoRA k=4 - LoRA k=8: {_paper_change('lora', 'sine-lora', 4, 8):+.2f}."]
 
 
 def _per_task_lines(per_task: Dict[tuple, Dict[str, Any]], tasks: List[str], excluded: List[str]) -> List[str]:
