@@ -21,6 +21,8 @@ __all__ = [
     "numerical_rank",
     "stable_rank",
     "effective_rank",
+    "energy_beyond",
+    "truncate_rank",
     "min_nonzero_abs",
     "prop1_printed_bound",
     "prop1_stable_rank_bound",
@@ -72,6 +74,30 @@ def effective_rank(A: torch.Tensor) -> float:
         return 0.0
     p = s / s.sum()
     return float(torch.exp(-(p * p.log()).sum()))
+
+
+def _check_rank(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be a non-negative int (a number of singular directions), got {k!r}")
+    return k
+
+
+def energy_beyond(A: torch.Tensor, k: int) -> float:
+    """The share of ||A||_F^2 outside A's top k singular directions: sum_{i>k} s_i^2 / sum_i s_i^2.
+
+    0 for a matrix of rank <= k, (n - k) / n for the n x n identity; by Eckart-Young it is the relative squared
+    error of the best rank-k approximation (`truncate_rank`). A zero matrix has none (0.0)."""
+    k = _check_rank(k)
+    s2 = singular_values(A) ** 2
+    total = float(s2.sum())
+    return float(s2[k:].sum()) / total if total > 0 else 0.0
+
+
+def truncate_rank(A: torch.Tensor, k: int) -> torch.Tensor:
+    """The best rank-k approximation of A in Frobenius and operator norm (truncated SVD), in A's dtype."""
+    k = _check_rank(k)
+    U, s, Vh = torch.linalg.svd(_as_matrix(A), full_matrices=False)
+    return ((U[:, :k] * s[:k]) @ Vh[:k]).to(A.dtype)
 
 
 def min_nonzero_abs(A: torch.Tensor) -> float:

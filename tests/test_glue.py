@@ -931,6 +931,60 @@ def test_glue_merge_unites_parts_of_the_same_settings_and_refuses_others(tmp_pat
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
+def test_adapter_rank_script_measures_the_trained_updates_and_never_reuses_a_stale_row(tmp_path, tiny_model, capsys):
+    import runpy
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    _synthetic_glue_data(tmp_path / "glue")
+    runs, out = tmp_path / "runs", tmp_path / "rank"
+    assert _cli(["--tasks", "rte", "--methods", "lora", "sine-lora", "--ranks", "1", "--seeds", "0", "--epochs", "3",
+                 "--batch-size", "8", "--max-seq-len", "16", "--omega", "200", "--data-dir", str(tmp_path),
+                 "--output-dir", str(tmp_path / "out"), "--run-dir", str(runs)]) == 0
+    table = {r["method"]: float(r["metric"]) for r in _rows(tmp_path / "out")}
+    script = runpy.run_path(str(ROOT / "scripts" / "glue_adapter_rank.py"))
+    argv = ["--run-dir", str(runs), "--output-dir", str(out), "--data-dir", str(tmp_path), "--eval"]
+    assert script["main"](argv) == 0
+
+    def rows():
+        with (out / "rows.csv").open() as fh:
+            return {r["method"]: r for r in csv.DictReader(fh)}
+
+    first = rows()
+    assert set(first) == {"lora", "sine-lora"} and first["lora"]["modules"] == "4"  # 2 layers x query, value
+    assert float(first["lora"]["energy_beyond_k_max"]) < 1e-10  # B A has rank k exactly
+    sine = first["sine-lora"]
+    assert float(sine["metric_trained"]) == pytest.approx(table["sine-lora"])  # merged = the table's row
+    # the measures against the formula, recomputed here from the saved factors of one update
+    folder = next(p for p in runs.iterdir() if "sine-lora" in p.name)
+    weights = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
+    a_key = sorted(k for k in weights if "lora_A" in k)[0]
+    A, B = weights[a_key].double(), weights[a_key.replace("lora_A", "lora_B")].double()
+    arg = 200.0 * B @ A
+    delta, linear = torch.sin(arg) / 16 ** 0.5 * 2.0, arg / 16 ** 0.5 * 2.0  # gain sqrt(16), alpha / r = 2
+    s = torch.linalg.svdvals(delta)
+    with (out / "modules.csv").open() as fh:
+        module = next(r for r in csv.DictReader(fh) if r["folder"] == folder.name
+                      and a_key.split(".lora_A")[0].endswith(r["module"]))
+    assert float(module["energy_beyond_k"]) == pytest.approx(float((s[1:] ** 2).sum() / (s ** 2).sum()), rel=1e-4)  # delta W in fp32
+    assert float(module["arg_max"]) == pytest.approx(float(arg.abs().max()), rel=1e-6)
+    assert float(module["linear_gap"]) == pytest.approx(float((delta - linear).norm() / delta.norm()), rel=1e-5)
+    assert "| sine-lora | 1 | 1 |" in (out / "summary.md").read_text() and (out / "spectra.png").is_file()
+    # a rerun reuses every row; an adapter that changed is measured again, never read from the old row
+    capsys.readouterr()
+    assert script["main"](argv) == 0
+    assert "[" not in capsys.readouterr().out.split("# Does")[0]
+    weights = {k: (v * 3 if "lora_B" in k else v) for k, v in weights.items()}
+    save_file(weights, str(folder / "adapter" / "adapter_model.safetensors"))
+    assert script["main"](argv) == 0
+    again = rows()
+    assert again["lora"] == first["lora"] and again["sine-lora"]["adapter_sha256"] != sine["adapter_sha256"]
+    assert float(again["sine-lora"]["arg_max"]) == pytest.approx(3 * float(sine["arg_max"]), rel=1e-6)
+    assert script["main"](["--run-dir", str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
 def test_a_full_fine_tune_trains_every_weight_once_per_task_and_seed_and_reloads_exactly(tmp_path, tiny_model,
                                                                                         monkeypatch):
     import sinelr.train

@@ -50,6 +50,33 @@ def test_numerical_rank_tolerances_and_zero_matrix():
     assert sp.effective_rank(torch.zeros(3, 4)) == 0.0
 
 
+def test_energy_beyond_k_matches_hand_computed_shares_and_the_truncation_error():
+    A = torch.diag(torch.tensor([3.0, 2.0, 1.0, 0.0], dtype=torch.float64))
+    assert [sp.energy_beyond(A, k) for k in range(5)] == pytest.approx([1.0, 5 / 14, 1 / 14, 0.0, 0.0])
+    assert sp.energy_beyond(torch.eye(6), 2) == pytest.approx(4 / 6)
+    assert sp.energy_beyond(torch.zeros(3, 5), 1) == 0.0
+    low = torch.randn(9, 3, generator=gen(0), dtype=torch.float64) @ torch.randn(3, 7, generator=gen(1), dtype=torch.float64)
+    assert sp.energy_beyond(low, 3) < 1e-24 and sp.energy_beyond(low, 2) > 1e-3
+    M = torch.randn(12, 8, generator=gen(2), dtype=torch.float64)
+    for k in (0, 1, 3, 8):  # Eckart-Young: the best rank-k error is exactly the energy outside the top k
+        T = sp.truncate_rank(M, k)
+        assert sp.numerical_rank(T) == k if k else T.abs().max() == 0
+        assert float((M - T).pow(2).sum() / M.pow(2).sum()) == pytest.approx(sp.energy_beyond(M, k), abs=1e-12)
+    assert torch.allclose(sp.truncate_rank(low, 3), low, atol=1e-10)
+    assert sp.truncate_rank(M.float(), 2).dtype == torch.float32
+    # no rank-2 matrix is closer to M than the truncation (checked against random rank-2 perturbations of it)
+    best = float((M - sp.truncate_rank(M, 2)).norm())
+    for seed in range(20):
+        other = sp.truncate_rank(M, 2) + 1e-2 * torch.randn(12, 2, generator=gen(seed), dtype=torch.float64) \
+            @ torch.randn(2, 8, generator=gen(seed + 100), dtype=torch.float64)
+        assert float((M - sp.truncate_rank(other, 2)).norm()) >= best - 1e-12
+    for bad in (-1, 1.5, True, "2", None):
+        with pytest.raises(ValueError, match="k must be a non-negative int"):
+            sp.energy_beyond(A, bad)
+        with pytest.raises(ValueError, match="k must be a non-negative int"):
+            sp.truncate_rank(A, bad)
+
+
 def test_bad_input_is_rejected_with_a_clear_message():
     with pytest.raises(ValueError, match="2-D tensor"):
         sp.singular_values(torch.ones(3))

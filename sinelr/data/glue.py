@@ -34,6 +34,7 @@ __all__ = [
     "task_schedule",
     "TaskData",
     "load_task_data",
+    "evaluate",
     "dev_rows",
     "constant_baseline",
     "RESULT_COLUMNS",
@@ -384,6 +385,25 @@ def load_task_data(task: Union[str, GlueTask], tokenizer, data_dir: Optional[os.
     n = int(schedule["max_seq_len"])
     return TaskData(spec, tokenize_examples(tokenizer, train, n), [e.label for e in train],
                     tokenize_examples(tokenizer, dev, n), [e.label for e in dev], dict(schedule))
+
+
+def evaluate(model, data: TaskData, pad_id: int, batch_size: int, device) -> Dict[str, float]:
+    """Headline and secondary metrics of `model` (a classifier returning `.logits`) on `data`'s dev rows, in
+    batches of rows sorted by length; the model is left in train mode."""
+    import torch
+
+    model.eval()
+    order = sorted(range(len(data.dev)), key=lambda i: len(data.dev[i]["input_ids"]))
+    preds: List = [None] * len(order)
+    with torch.no_grad():
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            batch = {k: v.to(device) for k, v in collate([data.dev[i] for i in idx], pad_id).items()}
+            logits = model(**batch).logits.float()
+            for i, p in zip(idx, (logits[:, 0] if data.spec.is_regression else logits.argmax(-1)).tolist()):
+                preds[i] = p
+    model.train()
+    return glue_metrics(data.spec, preds, data.dev_labels)
 
 
 def constant_baseline(task: Union[str, GlueTask], labels: Sequence) -> float:

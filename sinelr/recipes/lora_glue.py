@@ -26,8 +26,8 @@ from typing import Any, Dict, List, Optional
 from sinelr.errors import ConfigError
 from sinelr.config import config_to_dict, method_learning_rates, parse_assignments
 from sinelr.data import resolve_data_dir
-from sinelr.data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, constant_baseline, dev_rows, get_task,
-                         read_schedule, task_schedule)
+from sinelr.data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, constant_baseline, dev_rows, evaluate,
+                         get_task, read_schedule, task_schedule)
 from sinelr.models.encoder_classifier import ATTENTIONS, METHODS, MINILM, PEERS, POOLINGS, model_label, resolve_model
 from sinelr.report import CONFIG_FILES, ResultsTable, carry_report_text, markdown_table, mean_std, \
     paired_comparison, plot_mean_std, plot_paired, provenance_lines, seeds_text, verdict_lines, write_json
@@ -283,26 +283,6 @@ class Session:
     tokenizer: Any
     data: Dict[str, TaskData]
     accelerator: Any
-
-
-def evaluate(model, data: TaskData, pad_id: int, batch_size: int, device) -> Dict[str, float]:
-    """Headline and secondary metrics of `model` on the dev rows (batches sorted by length)."""
-    import torch
-
-    from sinelr.data.glue import collate, glue_metrics
-
-    model.eval()
-    order = sorted(range(len(data.dev)), key=lambda i: len(data.dev[i]["input_ids"]))
-    preds: List[Any] = [None] * len(order)
-    with torch.no_grad():
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
-            batch = {k: v.to(device) for k, v in collate([data.dev[i] for i in idx], pad_id).items()}
-            logits = model(**batch).logits.float()
-            for i, p in zip(idx, (logits[:, 0] if data.spec.is_regression else logits.argmax(-1)).tolist()):
-                preds[i] = p
-    model.train()
-    return glue_metrics(data.spec, preds, data.dev_labels)
 
 
 def _model_and_optimizer(config: Config, point: Dict[str, Any], data: TaskData, session: Session):

@@ -1,0 +1,358 @@
+"""Does a trained sine-LoRA adapter use the rank the sine gives it? (issue 14, beyond the paper; docs/glue.md)
+
+The paper's case for sine-LoRA is rank: sin(omega B A) / g can have rank far above k. Whether a *trained*
+adapter uses that rank is a question about the weights, not about the dev score, and the GLUE run folders keep
+every adapter. For each finished LoRA / sine-LoRA fine-tune under --run-dir this script reads the update
+delta W of every adapted projection (PEFT's own `get_delta_weight`, the update that merges) and measures
+
+- the share of ||delta W||_F^2 outside its top k singular directions (`sinelr.spectral.energy_beyond`;
+  exactly 0 for LoRA, whose update has rank k) and its stable rank;
+- for sine-LoRA, the size of the sine's argument omega B A (rms and max over entries: sin x ~ x while |x| << 1)
+  and how far delta W is from its linearisation omega B A / g * scaling, a plain rank-k LoRA update.
+
+With --eval each sine-LoRA model is also scored on its dev rows three ways, with the trained head: merged as
+trained (this must reproduce the table's row), with every delta W cut to its best rank-k approximation
+(`sinelr.spectral.truncate_rank`), and with every delta W linearised. If cutting delta W to rank k leaves the
+score where it was, the rank above k that the sine adds plays no part in what the model learned.
+
+    python scripts/glue_adapter_rank.py --eval    # results/glue/all-MiniLM-L6-v2-tab3-adapter-rank/
+
+Rows are keyed by the adapter file's sha256: a rerun skips adapters already measured and remeasures any
+that changed. Reads only finished run folders (adapter + metrics.json); a fine-tune still training is skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import statistics
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from sinelr.report import markdown_table, paired_comparison, provenance, write_json  # noqa: E402
+from sinelr.spectral import energy_beyond, singular_values, stable_rank, truncate_rank  # noqa: E402
+
+METHODS = ("lora", "sine-lora")
+VARIANTS = ("trained", "rank_k", "linear")  # the --eval scores of a sine-LoRA model
+COLUMNS = ("adapter_sha256", "folder", "task", "method", "rank", "omega", "seed", "metric_name", "metric",
+           "modules", "energy_beyond_k_median", "energy_beyond_k_max", "stable_rank_median", "arg_rms_median",
+           "arg_max", "linear_gap_median", "metric_trained", "metric_rank_k", "metric_linear")
+TASK_ORDER = ("cola", "sst2", "mrpc", "stsb", "rte")
+SPECTRUM = 64  # leading singular values kept per update for the plot (spectra.json)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def finished_runs(run_dir: Path):
+    """(folder, point, record) of every finished LoRA / sine-LoRA fine-tune under run_dir, in name order."""
+    for folder in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        files = [folder / "config.json", folder / "metrics.json", folder / "adapter" / "adapter_model.safetensors"]
+        if not all(f.is_file() for f in files):
+            continue
+        point = json.loads(files[0].read_text())["point"]
+        if point["method"] in METHODS:
+            yield folder, point, json.loads(files[1].read_text())["record"]
+
+
+def adapted_modules(model):
+    """{name in the base model: PEFT LoRA layer} of a loaded PeftModel (names match its merged model's)."""
+    inner = model.base_model.model
+    return {name: m for name, m in inner.named_modules() if hasattr(m, "lora_A") and hasattr(m, "get_delta_weight")
+            and "default" in m.lora_A}
+
+
+def module_stats(m, rank: int):
+    """(delta W, its linearisation or None, per-module measures) of one adapted layer."""
+    delta = m.get_delta_weight("default").detach().double()
+    s = singular_values(delta)
+    stats = {"energy_beyond_k": energy_beyond(delta, rank), "stable_rank": stable_rank(delta),
+             "s_over_s1": [float(f"{v:.4g}") for v in (s[:SPECTRUM] / s[0]).tolist()] if s[0] > 0 else []}
+    linear = None
+    if hasattr(m, "sine_omega"):
+        product = m.lora_B["default"].weight.detach().double() @ m.lora_A["default"].weight.detach().double()
+        arg = m.sine_omega["default"] * product
+        linear = arg / m.sine_gain["default"] * m.scaling["default"]
+        if m.fan_in_fan_out:
+            linear = linear.T
+        stats.update(arg_rms=float(arg.pow(2).mean().sqrt()), arg_max=float(arg.abs().max()),
+                     linear_gap=float((delta - linear).norm() / delta.norm()) if delta.norm() > 0 else 0.0)
+    return delta, linear, stats
+
+
+class Evaluator:
+    """Dev rows (tokenized once per task and schedule), the model path and the metric function."""
+
+    def __init__(self, model: str, data_dir):
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one "Loading weights" bar per adapter otherwise
+
+        from sinelr.models.encoder_classifier import resolve_model
+
+        self.model_path = resolve_model(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
+        self.data_dir = data_dir
+        self.cache = {}
+
+    def data(self, task: str, schedule: dict, val_fraction: float):
+        from sinelr.data import resolve_data_dir
+        from sinelr.data.glue import load_task_data
+
+        key = (task, json.dumps(schedule, sort_keys=True), val_fraction)
+        if key not in self.cache:
+            root = resolve_data_dir(self.data_dir, "glue", "the GLUE task folders")
+            self.cache[key] = load_task_data(task, self.tokenizer, root, schedule, val_fraction)
+        return self.cache[key]
+
+    def score(self, model, data) -> float:
+        from sinelr.data.glue import evaluate
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return next(iter(evaluate(model, data, pad, 128, torch.device("cpu")).values()))
+
+
+def analyse(folder: Path, point: dict, record: dict, evaluator: Evaluator, do_eval: bool):
+    """One run's row (medians over its adapted modules) and its per-module rows."""
+    from sinelr.models import encoder_classifier as ec
+    from sinelr.train import seed_everything
+
+    run = json.loads((folder / "config.json").read_text())
+    cfg, extra, task = run["config"], run["extra"], point["task"]
+    schedule = dict(extra["schedules"][task], dev_max=extra["dev_rows"][task])
+    data = evaluator.data(task, schedule, float(cfg.get("val_fraction") or 0.0))
+    seed_everything(point["seed"])  # as the recipe reloads a finished run: a base built from random weights repeats
+    base = ec.load_classifier(evaluator.model_path, data.spec.num_labels, cfg["pooling"], cfg.get("attention", "sdpa"))
+    model = ec.load_peft_model(base, folder / "adapter")
+    modules = adapted_modules(model)
+    per_module, deltas = [], {}
+    for name, m in modules.items():
+        delta, linear, stats = module_stats(m, point["rank"])
+        deltas[name] = (m.base_layer.weight.detach().clone(), delta, linear)
+        per_module.append({"module": name, **stats})
+    row = {"folder": folder.name, "task": task, "method": point["method"], "rank": point["rank"],
+           "omega": point.get("omega") or "", "seed": point["seed"], "metric_name": record["metric_name"],
+           "metric": record["metric"], "modules": len(modules),
+           "energy_beyond_k_median": statistics.median(p["energy_beyond_k"] for p in per_module),
+           "energy_beyond_k_max": max(p["energy_beyond_k"] for p in per_module),
+           "stable_rank_median": statistics.median(p["stable_rank"] for p in per_module)}
+    if point["method"] == "sine-lora":
+        row.update(arg_rms_median=statistics.median(p["arg_rms"] for p in per_module),
+                   arg_max=max(p["arg_max"] for p in per_module),
+                   linear_gap_median=statistics.median(p["linear_gap"] for p in per_module))
+        if do_eval:
+            merged = model.merge_and_unload()
+            cut = {"trained": lambda d, lin: d, "rank_k": lambda d, lin: truncate_rank(d, point["rank"]),
+                   "linear": lambda d, lin: lin}
+            for variant in VARIANTS:
+                with torch.no_grad():
+                    for name, (w0, delta, linear) in deltas.items():
+                        weight = merged.get_submodule(name).weight
+                        weight.copy_((w0.double() + cut[variant](delta, linear)).to(weight.dtype))
+                row[f"metric_{variant}"] = evaluator.score(merged, data)
+    return row, [{"folder": folder.name, **{k: v for k, v in p.items() if k != "s_over_s1"}} for p in per_module], \
+        {name: p["s_over_s1"] for name, p in zip(modules, per_module)}
+
+
+def read_rows(path: Path):
+    if not path.is_file():
+        return {}
+    with open(path) as fh:
+        return {r["adapter_sha256"]: r for r in csv.DictReader(fh)}
+
+
+def write_csv(path: Path, columns, rows) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _num(v):
+    return float(v) if v not in ("", None) else math.nan
+
+
+def _col(rs, name):
+    return [_num(r.get(name)) for r in rs]
+
+
+def _median_range(values) -> str:
+    values = sorted(values)
+    return f"{statistics.median(values):.3g} ({values[0]:.3g}-{values[-1]:.3g})" if values else "-"
+
+
+def _max_gap(after, before) -> str:
+    gaps = [abs(a - b) for a, b in zip(after, before) if not (math.isnan(a) or math.isnan(b))]
+    return f"{max(gaps):.2g}" if gaps else "-"
+
+
+def _spread(after, before) -> str:
+    """mean (min, max) of after - before over the runs where both exist."""
+    d = [a - b for a, b in zip(after, before) if not (math.isnan(a) or math.isnan(b))]
+    return f"{statistics.mean(d):+.2f} ({min(d):+.2f}, {max(d):+.2f})" if d else "-"
+
+
+def per_task_table(rows) -> str:
+    """Per task (sine-LoRA, every rank): the dev score as trained and what the rank-k cut and the linearisation
+    change, mean (min, max) over runs."""
+    lines = []
+    for task in TASK_ORDER:
+        rs = [r for r in rows if r["method"] == "sine-lora" and r["task"] == task and r.get("metric_rank_k")]
+        if rs:
+            trained = _col(rs, "metric_trained")
+            ranks = ", ".join(str(k) for k in sorted({int(r["rank"]) for r in rs}))
+            lines.append({"task": task, "metric": rs[0]["metric_name"], "runs (k)": f"{len(rs)} ({ranks})",
+                          "as trained": f"{statistics.mean(trained):.2f}",
+                          "rank-k cut - trained": _spread(_col(rs, "metric_rank_k"), trained),
+                          "linearised - trained": _spread(_col(rs, "metric_linear"), trained)})
+    return markdown_table(lines, list(lines[0])) if lines else ""
+
+
+def _interval(after, before) -> str:
+    pairs = {i: (a, b) for i, (a, b) in enumerate(zip(after, before)) if not (math.isnan(a) or math.isnan(b))}
+    if len(pairs) < 2:
+        return "-"
+    c = paired_comparison({i: p[1] for i, p in pairs.items()}, {i: p[0] for i, p in pairs.items()})
+    return f"{c.mean:+.2f} [{c.low:+.2f}, {c.high:+.2f}] ({c.n} runs)"
+
+
+def summary_lines(rows, run_dir: Path, prov: dict, plot: str):
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["method"], int(r["rank"])), []).append(r)
+    table = []
+    for (method, rank), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        metric = [_num(r["metric"]) for r in rs]
+        line = {"method": method, "k": rank, "runs": len(rs),
+                "energy outside top k (median over modules; range over runs)":
+                    _median_range(_num(r["energy_beyond_k_median"]) for r in rs),
+                "stable rank": _median_range(_num(r["stable_rank_median"]) for r in rs)}
+        if method == "sine-lora":
+            line.update({"rms of omega B A": _median_range(_num(r["arg_rms_median"]) for r in rs),
+                         "max abs omega B A": _median_range(_num(r["arg_max"]) for r in rs),
+                         "||delta - linearised|| / ||delta||": _median_range(_num(r["linear_gap_median"]) for r in rs),
+                         "dev: max abs(merged - table row)": _max_gap(_col(rs, "metric_trained"), metric),
+                         "dev: rank-k cut - trained": _interval(_col(rs, "metric_rank_k"), _col(rs, "metric_trained")),
+                         "dev: linearised - trained": _interval(_col(rs, "metric_linear"), _col(rs, "metric_trained"))})
+        table.append(line)
+    columns = list(dict.fromkeys(c for line in table for c in line))
+    updates = " or ".join(sorted({str(r["modules"]) for r in rows}))
+    table = [{c: line.get(c, "-") for c in columns} for line in table]
+    return [
+        "# Does a trained sine-LoRA adapter use its rank above k? (GLUE, all-MiniLM-L6-v2)", "",
+        f"- computed by: `{prov['command']}` (git sha {prov['git_sha']}, {prov['date']}, {prov['machine']})",
+        f"- adapters: every finished LoRA / sine-LoRA fine-tune under `{run_dir}` (the runs of the Tab. 3 table; "
+        "each row's `folder` names its run folder, whose config.json holds its command, settings and seed); "
+        f"the adapted projections (query and value of every layer): {updates} updates per adapter",
+        "- per run: medians over its updates of the share of ||delta W||_F^2 outside the top k singular "
+        "directions, the stable rank, the rms of the sine's argument and the relative distance of delta W from "
+        "its linearisation omega B A / g * scaling (a rank-k LoRA update); the max abs argument over all entries. "
+        "rows.csv: per run; modules.csv: per update",
+        "- dev scores (sine-LoRA): the merged model as trained (must equal the table's row), with every delta W cut "
+        "to its best rank-k approximation, and with every delta W linearised; differences paired by run, mean "
+        "[95% t-interval]", "",
+        markdown_table(table, columns), "",
+        "Per task, sine-LoRA (dev, mean (min, max) over runs):", "",
+        per_task_table(rows), "",
+        f"![singular values of the trained updates]({plot})", "",
+    ]
+
+
+def plot_spectra(path: Path, spectra, rows) -> None:
+    """s_i / s_1 of every update of seed-0 runs at the largest rank, LoRA vs sine-LoRA, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rank = max(int(r["rank"]) for r in rows)
+    tasks = [t for t in TASK_ORDER if any(r["task"] == t and int(r["rank"]) == rank and int(r["seed"]) == 0
+                                          and r["folder"] in spectra for r in rows)]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.0), sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for r in rows:
+            if r["task"] == task and int(r["rank"]) == rank and int(r["seed"]) == 0 and r["folder"] in spectra:
+                color = "tab:red" if r["method"] == "sine-lora" else "tab:blue"
+                for s in spectra[r["folder"]].values():
+                    ax.semilogy(range(1, len(s) + 1), [max(v, 1e-12) for v in s], color=color, alpha=0.35, lw=0.8)
+        ax.axvline(rank, color="gray", ls=":")
+        ax.set_title(task)
+        ax.set_xlabel("singular value index i")
+        ax.set_ylim(1e-8, 1.5)
+    axes[0][0].set_ylabel("s_i / s_1 of delta W")
+    axes[0][-1].plot([], [], color="tab:blue", label="LoRA")
+    axes[0][-1].plot([], [], color="tab:red", label="sine-LoRA")
+    axes[0][-1].legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"trained updates delta W, k = {rank}, seed 0, every adapted projection (dotted: k)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run-dir", default="runs/glue/all-MiniLM-L6-v2-tab3", type=Path)
+    ap.add_argument("--output-dir", default="results/glue/all-MiniLM-L6-v2-tab3-adapter-rank", type=Path)
+    ap.add_argument("--model", default="minilm", help="the checkpoint the adapters were trained on")
+    ap.add_argument("--data-dir", default=None, help="GLUE folder (default: $SINELR_DATA_DIR or ../shared/data)")
+    ap.add_argument("--eval", action="store_true", help="also score each sine-LoRA model on dev three ways")
+    args = ap.parse_args(argv)
+    if not args.run_dir.is_dir():
+        print(f"--run-dir {args.run_dir}: no such folder (expected the run folders of `sinelr glue`)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    out = args.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    old, mod_old = read_rows(out / "rows.csv"), []
+    if (out / "modules.csv").is_file():
+        with open(out / "modules.csv") as fh:
+            mod_old = list(csv.DictReader(fh))
+    spectra = json.loads((out / "spectra.json").read_text()) if (out / "spectra.json").is_file() else {}
+    evaluator = Evaluator(args.model, args.data_dir)
+    runs = [(folder, point, record, sha256(folder / "adapter" / "adapter_model.safetensors"))
+            for folder, point, record in finished_runs(args.run_dir)]
+    rows, module_rows = [], []
+    for i, (folder, point, record, key) in enumerate(runs, 1):
+        prev = old.get(key)
+        if prev and (not args.eval or point["method"] != "sine-lora" or prev.get("metric_rank_k")):
+            rows.append(prev)
+            module_rows += [m for m in mod_old if m["folder"] == folder.name]
+            continue
+        print(f"[{i}/{len(runs)}] {folder.name}", flush=True)
+        row, per_module, spec = analyse(folder, point, record, evaluator, args.eval)
+        rows.append({"adapter_sha256": key, **row})
+        module_rows += per_module
+        spectra[folder.name] = spec
+        # progress survives an interruption: the rows so far and the earlier rows of adapters not reached yet
+        later = [old[k] for *_, k in runs[i:] if k in old]
+        write_csv(out / "rows.csv", COLUMNS, rows + later)
+    live = {r["folder"] for r in rows}
+    spectra = {k: v for k, v in spectra.items() if k in live}
+    write_csv(out / "rows.csv", COLUMNS, rows)
+    write_csv(out / "modules.csv", ("folder", "module", "energy_beyond_k", "stable_rank", "arg_rms", "arg_max",
+                                    "linear_gap"), module_rows)
+    (out / "spectra.json").write_text(json.dumps(spectra, sort_keys=True, separators=(",", ":")) + "\n")
+    prov = provenance(["python", "scripts/glue_adapter_rank.py"] + (argv if argv is not None else sys.argv[1:]))
+    write_json(out / "provenance.json", prov)
+    plot_spectra(out / "spectra.png", spectra, rows)
+    (out / "summary.md").write_text("\n".join(summary_lines(rows, args.run_dir, prov, "spectra.png")) + "\n")
+    print((out / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
