@@ -288,6 +288,55 @@ def test_gradcheck_adapter_op_float64(use_dora, conv1d):
         torch.testing.assert_close(a, b)
 
 
+def _adam_trained_delta_weights(config, lr: float, loraplus_ratio=None, steps: int = 30):
+    """The delta W of every adapted layer of a tiny fp64 BERT after `steps` Adam steps from PEFT's init (B = 0) on a
+    fixed regression target; with `loraplus_ratio`, through PEFT's LoRA+ optimizer (B's rate = ratio x A's)."""
+    from peft.optimizers import create_loraplus_optimizer
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    base = BertModel(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                                attention_probs_dropout_prob=0.0)).double()
+    model = get_peft_model(base, config).double()  # the same seed: the same A for both methods
+    ids = torch.randint(0, 64, (4, 7), generator=torch.Generator().manual_seed(1))
+    target = torch.randn(4, 7, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    # eps ~ 0: Adam is then exactly invariant to the scale of a gradient, the property the equivalence rests on
+    if loraplus_ratio is None:
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, eps=1e-16)
+    else:
+        opt = create_loraplus_optimizer(model, torch.optim.Adam, lr=lr, loraplus_lr_ratio=loraplus_ratio, eps=1e-16)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        (model(input_ids=ids).last_hidden_state - target).square().mean().backward()
+        opt.step()
+    layers = [m for m in model.modules() if hasattr(m, "get_delta_weight") and "default" in getattr(m, "lora_A", {})]
+    arg = max(float((m.sine_omega["default"] * m.lora_B["default"].weight @ m.lora_A["default"].weight)
+                    .pow(2).mean().sqrt()) for m in layers) if hasattr(layers[0], "sine_omega") else None
+    return [m.get_delta_weight("default").detach() for m in layers], arg
+
+
+def test_sine_lora_from_zero_b_under_adam_is_lora_plus_with_ratio_omega_over_gain_while_the_argument_is_small():
+    # sin(omega B A) / g * s = (omega / g) s B A + O((omega B A)^3): with B_L = (omega / g) B it is s B_L A, whose
+    # A-gradient is LoRA's and whose B-gradient is g / omega times sine-LoRA's; Adam ignores a gradient's scale, so
+    # from B = 0 sine-LoRA at rate lr follows LoRA with B's rate (omega / g) lr: LoRA+ with ratio omega / g.
+    omega, gain = 30.0, math.sqrt(16)
+    kw = dict(r=4, lora_alpha=8, target_modules=["query", "value"])
+    gaps = {}
+    for lr in (1e-5, 1e-4, 1e-2):
+        sine, arg = _adam_trained_delta_weights(SineLoraConfig(omega=omega, **kw), lr)
+        plus, _ = _adam_trained_delta_weights(LoraConfig(**kw), lr, loraplus_ratio=omega / gain)
+        gaps[lr] = (arg, max(float((a - b).norm() / a.norm()) for a, b in zip(sine, plus)))
+    (arg5, gap5), (arg4, gap4), (arg2, gap2) = gaps[1e-5], gaps[1e-4], gaps[1e-2]
+    assert arg5 < 0.01 and gap5 < 1e-4  # the gap is of the order of the argument squared
+    assert arg4 < 0.1 and gap4 < 1e-2 and gap4 > 10 * gap5
+    assert arg2 > 1 and gap2 > 0.5  # once omega B A is of order one the sine is no longer LoRA+
+    plain, _ = _adam_trained_delta_weights(LoraConfig(**kw), 1e-4)  # and it is not plain LoRA at the same rate
+    sine4, _ = _adam_trained_delta_weights(SineLoraConfig(omega=omega, **kw), 1e-4)
+    assert max(float((a - b).norm() / a.norm()) for a, b in zip(sine4, plain)) > 0.3
+
+
 def test_delta_weight_is_the_one_formula():
     _, layer = _double_layer(False)
     A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
