@@ -5,10 +5,11 @@ adapter uses that rank is a question about the weights, not about the dev score,
 every adapter. For each finished LoRA / sine-LoRA fine-tune under --run-dir this script reads the update
 delta W of every adapted projection (PEFT's own `get_delta_weight`, the update that merges) and measures
 
-- the share of ||delta W||_F^2 outside its top k singular directions (`sinelr.spectral.energy_beyond`;
-  exactly 0 for LoRA, whose update has rank k) and its stable rank;
+- the share of ||delta W||_F^2 outside its top k singular directions (exactly 0 for LoRA, whose update has
+  rank k) and its stable rank;
 - for sine-LoRA, the size of the sine's argument omega B A (rms and max over entries: sin x ~ x while |x| << 1)
-  and how far delta W is from its linearisation omega B A / g * scaling, a plain rank-k LoRA update.
+  and how far delta W is from its linearisation omega B A / g * scaling, a plain rank-k LoRA update
+  (all from `sinelr.peft.update_stats`, the same check for any sine-LoRA model).
 
 With --eval each sine-LoRA model is also scored on its dev rows three ways, with the trained head: merged as
 trained (this must reproduce the table's row), with every delta W cut to its best rank-k approximation
@@ -38,7 +39,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from sinelr.report import markdown_table, paired_comparison, provenance, write_json  # noqa: E402
-from sinelr.spectral import energy_beyond, singular_values, stable_rank, truncate_rank  # noqa: E402
+from sinelr.peft import adapted_layers, update_stats  # noqa: E402
+from sinelr.spectral import singular_values, truncate_rank  # noqa: E402
 
 METHODS = ("lora", "sine-lora")
 VARIANTS = ("trained", "rank_k", "linear")  # the --eval scores of a sine-LoRA model
@@ -64,29 +66,11 @@ def finished_runs(run_dir: Path):
             yield folder, point, json.loads(files[1].read_text())["record"]
 
 
-def adapted_modules(model):
-    """{name in the base model: PEFT LoRA layer} of a loaded PeftModel (names match its merged model's)."""
-    inner = model.base_model.model
-    return {name: m for name, m in inner.named_modules() if hasattr(m, "lora_A") and hasattr(m, "get_delta_weight")
-            and "default" in m.lora_A}
-
-
-def module_stats(m, rank: int):
-    """(delta W, its linearisation or None, per-module measures) of one adapted layer."""
-    delta = m.get_delta_weight("default").detach().double()
-    s = singular_values(delta)
-    stats = {"energy_beyond_k": energy_beyond(delta, rank), "stable_rank": stable_rank(delta),
-             "s_over_s1": [float(f"{v:.4g}") for v in (s[:SPECTRUM] / s[0]).tolist()] if s[0] > 0 else []}
-    linear = None
-    if hasattr(m, "sine_omega"):
-        product = m.lora_B["default"].weight.detach().double() @ m.lora_A["default"].weight.detach().double()
-        arg = m.sine_omega["default"] * product
-        linear = arg / m.sine_gain["default"] * m.scaling["default"]
-        if m.fan_in_fan_out:
-            linear = linear.T
-        stats.update(arg_rms=float(arg.pow(2).mean().sqrt()), arg_max=float(arg.abs().max()),
-                     linear_gap=float((delta - linear).norm() / delta.norm()) if delta.norm() > 0 else 0.0)
-    return delta, linear, stats
+def spectrum(layer) -> list:
+    """The leading singular values of a layer's update, relative to the largest (for the plot)."""
+    with torch.no_grad():
+        s = singular_values(layer.get_delta_weight("default"))
+    return [float(f"{v:.4g}") for v in (s[:SPECTRUM] / s[0]).tolist()] if s[0] > 0 else []
 
 
 class Evaluator:
@@ -134,15 +118,19 @@ def analyse(folder: Path, point: dict, record: dict, evaluator: Evaluator, do_ev
     seed_everything(point["seed"])  # as the recipe reloads a finished run: a base built from random weights repeats
     base = ec.load_classifier(evaluator.model_path, data.spec.num_labels, cfg["pooling"], cfg.get("attention", "sdpa"))
     model = ec.load_peft_model(base, folder / "adapter")
-    modules = adapted_modules(model)
-    per_module, deltas = [], {}
-    for name, m in modules.items():
-        delta, linear, stats = module_stats(m, point["rank"])
-        deltas[name] = (m.base_layer.weight.detach().clone(), delta, linear)
-        per_module.append({"module": name, **stats})
+    layers = adapted_layers(model.base_model.model)  # names as in the merged model
+    stats = update_stats(model.base_model.model)
+    per_module = [{"module": name, "energy_beyond_k": st.energy_beyond_rank, "stable_rank": st.stable_rank,
+                   "arg_rms": st.arg_rms, "arg_max": st.arg_max, "linear_gap": st.linear_gap}
+                  for name, st in stats.items()]
+    spectra = {name: spectrum(m) for name, m in layers.items()}
+    with torch.no_grad():
+        deltas = {name: (m.base_layer.weight.detach().clone(), m.get_delta_weight("default").double(),
+                         m.linearised_delta_weight("default").double() if hasattr(m, "sine_omega") else None)
+                  for name, m in layers.items()}
     row = {"folder": folder.name, "task": task, "method": point["method"], "rank": point["rank"],
            "omega": point.get("omega") or "", "seed": point["seed"], "metric_name": record["metric_name"],
-           "metric": record["metric"], "modules": len(modules),
+           "metric": record["metric"], "modules": len(layers),
            "energy_beyond_k_median": statistics.median(p["energy_beyond_k"] for p in per_module),
            "energy_beyond_k_max": max(p["energy_beyond_k"] for p in per_module),
            "stable_rank_median": statistics.median(p["stable_rank"] for p in per_module)}
@@ -160,8 +148,7 @@ def analyse(folder: Path, point: dict, record: dict, evaluator: Evaluator, do_ev
                         weight = merged.get_submodule(name).weight
                         weight.copy_((w0.double() + cut[variant](delta, linear)).to(weight.dtype))
                 row[f"metric_{variant}"] = evaluator.score(merged, data)
-    return row, [{"folder": folder.name, **{k: v for k, v in p.items() if k != "s_over_s1"}} for p in per_module], \
-        {name: p["s_over_s1"] for name, p in zip(modules, per_module)}
+    return row, [{"folder": folder.name, **p} for p in per_module], spectra
 
 
 def read_rows(path: Path):
@@ -252,7 +239,8 @@ def summary_lines(rows, run_dir: Path, prov: dict, plot: str):
     table = [{c: line.get(c, "-") for c in columns} for line in table]
     return [
         "# Does a trained sine-LoRA adapter use its rank above k? (GLUE, all-MiniLM-L6-v2)", "",
-        f"- computed by: `{prov['command']}` (git sha {prov['git_sha']}, {prov['date']}, {prov['machine']})",
+        f"- computed by: `{prov['command']}` (git sha {prov['git_sha']}, {prov['date']}, {prov['machine']}); the rows "
+        "of adapters an earlier run of it measured are reused, keyed by the adapter file's sha256",
         f"- adapters: every finished LoRA / sine-LoRA fine-tune under `{run_dir}` (the runs of the Tab. 3 table; "
         "each row's `folder` names its run folder, whose config.json holds its command, settings and seed); "
         f"the adapted projections (query and value of every layer): {updates} updates per adapter",

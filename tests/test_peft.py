@@ -311,10 +311,9 @@ def _adam_trained_delta_weights(config, lr: float, loraplus_ratio=None, steps: i
         opt.zero_grad()
         (model(input_ids=ids).last_hidden_state - target).square().mean().backward()
         opt.step()
-    layers = [m for m in model.modules() if hasattr(m, "get_delta_weight") and "default" in getattr(m, "lora_A", {})]
-    arg = max(float((m.sine_omega["default"] * m.lora_B["default"].weight @ m.lora_A["default"].weight)
-                    .pow(2).mean().sqrt()) for m in layers) if hasattr(layers[0], "sine_omega") else None
-    return [m.get_delta_weight("default").detach() for m in layers], arg
+    layers = sinelr.peft.adapted_layers(model)
+    arg = max((s.arg_rms or 0.0) for s in sinelr.peft.update_stats(model).values())
+    return [m.get_delta_weight("default").detach() for m in layers.values()], arg
 
 
 def test_sine_lora_from_zero_b_under_adam_is_lora_plus_with_ratio_omega_over_gain_while_the_argument_is_small():
@@ -335,6 +334,52 @@ def test_sine_lora_from_zero_b_under_adam_is_lora_plus_with_ratio_omega_over_gai
     plain, _ = _adam_trained_delta_weights(LoraConfig(**kw), 1e-4)  # and it is not plain LoRA at the same rate
     sine4, _ = _adam_trained_delta_weights(SineLoraConfig(omega=omega, **kw), 1e-4)
     assert max(float((a - b).norm() / a.norm()) for a, b in zip(sine4, plain)) > 0.3
+
+
+@pytest.mark.parametrize("factory,kwargs", [(_bert, {"target_modules": ["query", "value"], "r": 4, "omega": 30.0}),
+                                            (_gpt2, {"target_modules": ["c_attn"], "r": 2, "omega": 30.0}),
+                                            (_bert, {"target_modules": ["query"], "r": 2, "omega": 30.0,
+                                                     "use_dora": True})],
+                         ids=["BERT Linear", "GPT-2 Conv1D", "BERT sine-DoRA"])
+def test_update_stats_are_the_formulas_of_each_layer(factory, kwargs):
+    from sinelr.spectral import energy_beyond, stable_rank
+
+    model, _ = _peft(factory, kwargs)
+    at_init = sinelr.peft.update_stats(model)  # B = 0: no update, nothing to measure but zeros
+    assert at_init and all(s.energy_beyond_rank == 0 and s.stable_rank == 0 and s.arg_max == 0 and s.linear_gap == 0
+                           for s in at_init.values())
+    _randomize(model, scale=1e-4)  # a tiny argument: the update is its linear part, of rank r (to fp32 rounding)
+    assert all(s.linear_gap < 1e-5 and s.energy_beyond_rank < 1e-9 and s.arg_max < 1e-2
+               for s in sinelr.peft.update_stats(model).values())
+    for scale in (0.3, 1.0):
+        _randomize(model, scale=scale)
+        stats = sinelr.peft.update_stats(model)
+        layers = sinelr.peft.adapted_layers(model)
+        assert stats.keys() == layers.keys() and len(stats) == len(_sine_layers(model))
+        for name, layer in layers.items():
+            A, B = layer.lora_A["default"].weight.detach().double(), layer.lora_B["default"].weight.detach().double()
+            arg = kwargs["omega"] * B @ A
+            gain, scaling = layer.sine_gain["default"], layer.scaling["default"]
+            delta, linear = torch.sin(arg) / gain * scaling, arg / gain * scaling
+            st = stats[name]
+            assert st.rank == kwargs["r"]
+            assert st.arg_rms == pytest.approx(float(arg.pow(2).mean().sqrt()), rel=1e-5)
+            assert st.arg_max == pytest.approx(float(arg.abs().max()), rel=1e-5)
+            assert st.linear_gap == pytest.approx(float((delta - linear).norm() / delta.norm()), rel=1e-3, abs=1e-9)
+            assert st.energy_beyond_rank == pytest.approx(energy_beyond(delta, kwargs["r"]), rel=1e-3, abs=1e-12)
+            assert st.stable_rank == pytest.approx(stable_rank(delta), rel=1e-5)
+            # the linear part in the base weight's layout (Conv1D: in x out), as get_delta_weight
+            torch.testing.assert_close(layer.linearised_delta_weight("default").detach().double(),
+                                       linear.T if layer.fan_in_fan_out else linear, rtol=1e-4, atol=1e-6)  # fp32
+            assert st.linear_gap > 1e-3 and st.energy_beyond_rank > 1e-6  # the sine bends it, above rank r
+    plain = get_peft_model(factory()[0], LoraConfig(**{k: v for k, v in kwargs.items() if k != "omega"}))
+    _randomize(plain, scale=0.3)
+    assert all(s.arg_rms is None and s.linear_gap is None and s.energy_beyond_rank < 1e-10
+               for s in sinelr.peft.update_stats(plain).values())
+    with pytest.raises(ValueError, match=r"adapter named 'other' \(adapters present: \['default'\]\)"):
+        sinelr.peft.update_stats(model, "other")
+    with pytest.raises(ValueError, match="it has no LoRA-family layer"):
+        sinelr.peft.update_stats(factory()[0])
 
 
 def test_delta_weight_is_the_one_formula():

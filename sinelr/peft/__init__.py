@@ -14,6 +14,7 @@ from .config import DEFAULT_OMEGA, DEFAULT_OMEGA_ADAPTER, SineLoraConfig  # noqa
 from .layer import SineLoraLinear  # noqa: E402
 from .model import SineLoraModel  # noqa: E402
 from .variants import SineDoraLinearVariant  # noqa: E402
+from .diagnostics import UpdateStats, adapted_layers, update_stats  # noqa: E402
 from . import _registry  # noqa: E402
 # Re-exported so that recipes reach PEFT only through sinelr.peft (plain LoRA / DoRA baselines, and the
 # high-rank peers of the GLUE comparison).
@@ -27,6 +28,9 @@ __all__ = [
     "SineLoraModel",
     "SineLoraLinear",
     "SineDoraLinearVariant",
+    "UpdateStats",
+    "update_stats",
+    "adapted_layers",
     "DEFAULT_OMEGA",
     "DEFAULT_OMEGA_ADAPTER",
     "PEFT_TYPE_NAME",

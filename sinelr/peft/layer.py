@@ -119,6 +119,18 @@ class SineLoraLinear(LoraLinear):
         delta = sine_lowrank_weight(B, A.T, self.sine_omega[adapter], self.sine_gain[adapter])
         return delta * self.scaling[adapter]
 
+    def sine_argument(self, adapter: str) -> torch.Tensor:
+        """omega B A, the sine's argument, as (out_features, in_features) in at least fp32."""
+        A, B = self.lora_A[adapter].weight, self.lora_B[adapter].weight
+        work = torch.promote_types(torch.promote_types(A.dtype, B.dtype), torch.float32)
+        return self.sine_omega[adapter] * (B.to(work) @ A.to(work))
+
+    def linearised_delta_weight(self, adapter: str) -> torch.Tensor:
+        """The update's linear part omega B A / g * scaling (sin x -> x), in the base weight's layout: the rank-r
+        LoRA update that sine-LoRA equals while its argument is small (docs/peft.md)."""
+        linear = self.sine_argument(adapter) / self.sine_gain[adapter] * self.scaling[adapter]
+        return transpose(linear, self.fan_in_fan_out)
+
     def get_delta_weight(self, adapter: str) -> torch.Tensor:
         """sin(omega B A) / g * scaling in the base weight's layout, in at least fp32 (used by merge/unmerge)."""
         return transpose(self.sine_delta_out_in(adapter), self.fan_in_fan_out)
