@@ -80,10 +80,9 @@ class Evaluator:
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # one "Loading weights" bar per adapter otherwise
-
         from sinelr.models.encoder_classifier import resolve_model
 
+        hf_logging.disable_progress_bar()  # one "Loading weights" bar per adapter otherwise
         self.model_path = resolve_model(model)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
         self.data_dir = data_dir
@@ -124,10 +123,6 @@ def analyse(folder: Path, point: dict, record: dict, evaluator: Evaluator, do_ev
                    "arg_rms": st.arg_rms, "arg_max": st.arg_max, "linear_gap": st.linear_gap}
                   for name, st in stats.items()]
     spectra = {name: spectrum(m) for name, m in layers.items()}
-    with torch.no_grad():
-        deltas = {name: (m.base_layer.weight.detach().clone(), m.get_delta_weight("default").double(),
-                         m.linearised_delta_weight("default").double() if hasattr(m, "sine_omega") else None)
-                  for name, m in layers.items()}
     row = {"folder": folder.name, "task": task, "method": point["method"], "rank": point["rank"],
            "omega": point.get("omega") or "", "seed": point["seed"], "metric_name": record["metric_name"],
            "metric": record["metric"], "modules": len(layers),
@@ -139,6 +134,9 @@ def analyse(folder: Path, point: dict, record: dict, evaluator: Evaluator, do_ev
                    arg_max=max(p["arg_max"] for p in per_module),
                    linear_gap_median=statistics.median(p["linear_gap"] for p in per_module))
         if do_eval:
+            with torch.no_grad():  # W0, delta W and its linear part of each layer, before merging changes W0
+                deltas = {name: (m.base_layer.weight.detach().clone(), m.get_delta_weight("default").double(),
+                                 m.linearised_delta_weight("default").double()) for name, m in layers.items()}
             merged = model.merge_and_unload()
             cut = {"trained": lambda d, lin: d, "rank_k": lambda d, lin: truncate_rank(d, point["rank"]),
                    "linear": lambda d, lin: lin}
