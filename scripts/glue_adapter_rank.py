@@ -56,14 +56,15 @@ def sha256(path: Path) -> str:
 
 
 def finished_runs(run_dir: Path):
-    """(folder, point, record) of every finished LoRA / sine-LoRA fine-tune under run_dir, in name order."""
+    """(folder, run config, record) of every finished LoRA / sine-LoRA fine-tune under run_dir, in name order; the
+    run config is the folder's config.json (config, extra: the schedules, point: task, method, rank, seed)."""
     for folder in sorted(p for p in run_dir.iterdir() if p.is_dir()):
         files = [folder / "config.json", folder / "metrics.json", folder / "adapter" / "adapter_model.safetensors"]
         if not all(f.is_file() for f in files):
             continue
-        point = json.loads(files[0].read_text())["point"]
-        if point["method"] in METHODS:
-            yield folder, point, json.loads(files[1].read_text())["record"]
+        run = json.loads(files[0].read_text())
+        if run["point"]["method"] in METHODS:
+            yield folder, run, json.loads(files[1].read_text())["record"]
 
 
 def spectrum(layer) -> list:
@@ -105,13 +106,13 @@ class Evaluator:
         return next(iter(evaluate(model, data, pad, 128, torch.device("cpu")).values()))
 
 
-def analyse(folder: Path, point: dict, record: dict, evaluator: Evaluator, do_eval: bool):
+def analyse(folder: Path, run: dict, record: dict, evaluator: Evaluator, do_eval: bool):
     """One run's row (medians over its adapted modules) and its per-module rows."""
     from sinelr.models import encoder_classifier as ec
     from sinelr.train import seed_everything
 
-    run = json.loads((folder / "config.json").read_text())
-    cfg, extra, task = run["config"], run["extra"], point["task"]
+    cfg, extra, point = run["config"], run["extra"], run["point"]
+    task = point["task"]
     schedule = dict(extra["schedules"][task], dev_max=extra["dev_rows"][task])
     data = evaluator.data(task, schedule, float(cfg.get("val_fraction") or 0.0))
     seed_everything(point["seed"])  # as the recipe reloads a finished run: a base built from random weights repeats
@@ -178,14 +179,19 @@ def _median_range(values) -> str:
     return f"{statistics.median(values):.3g} ({values[0]:.3g}-{values[-1]:.3g})" if values else "-"
 
 
+def _pairs(after, before):
+    """(after, before) of the runs where both were measured."""
+    return [(a, b) for a, b in zip(after, before) if not (math.isnan(a) or math.isnan(b))]
+
+
 def _max_gap(after, before) -> str:
-    gaps = [abs(a - b) for a, b in zip(after, before) if not (math.isnan(a) or math.isnan(b))]
+    gaps = [abs(a - b) for a, b in _pairs(after, before)]
     return f"{max(gaps):.2g}" if gaps else "-"
 
 
 def _spread(after, before) -> str:
     """mean (min, max) of after - before over the runs where both exist."""
-    d = [a - b for a, b in zip(after, before) if not (math.isnan(a) or math.isnan(b))]
+    d = [a - b for a, b in _pairs(after, before)]
     return f"{statistics.mean(d):+.2f} ({min(d):+.2f}, {max(d):+.2f})" if d else "-"
 
 
@@ -206,11 +212,12 @@ def per_task_table(rows) -> str:
 
 
 def _interval(after, before) -> str:
-    pairs = {i: (a, b) for i, (a, b) in enumerate(zip(after, before)) if not (math.isnan(a) or math.isnan(b))}
+    """after - before paired by run: mean [95% t-interval] (the verdict rule's interval), '-' under 2 runs."""
+    pairs = _pairs(after, before)
     if len(pairs) < 2:
         return "-"
-    c = paired_comparison({i: p[1] for i, p in pairs.items()}, {i: p[0] for i, p in pairs.items()})
-    return f"{c.mean:+.2f} [{c.low:+.2f}, {c.high:+.2f}] ({c.n} runs)"
+    c = paired_comparison({i: b for i, (a, b) in enumerate(pairs)}, {i: a for i, (a, b) in enumerate(pairs)})
+    return c.interval_text(unit="run")
 
 
 def summary_lines(rows, run_dir: Path, prov: dict, plot: str):
@@ -309,17 +316,17 @@ def main(argv=None) -> int:
             mod_old = list(csv.DictReader(fh))
     spectra = json.loads((out / "spectra.json").read_text()) if (out / "spectra.json").is_file() else {}
     evaluator = Evaluator(args.model, args.data_dir)
-    runs = [(folder, point, record, sha256(folder / "adapter" / "adapter_model.safetensors"))
-            for folder, point, record in finished_runs(args.run_dir)]
+    runs = [(folder, run, record, sha256(folder / "adapter" / "adapter_model.safetensors"))
+            for folder, run, record in finished_runs(args.run_dir)]
     rows, module_rows = [], []
-    for i, (folder, point, record, key) in enumerate(runs, 1):
+    for i, (folder, run, record, key) in enumerate(runs, 1):
         prev = old.get(key)
-        if prev and (not args.eval or point["method"] != "sine-lora" or prev.get("metric_rank_k")):
+        if prev and (not args.eval or run["point"]["method"] != "sine-lora" or prev.get("metric_rank_k")):
             rows.append(prev)
             module_rows += [m for m in mod_old if m["folder"] == folder.name]
             continue
         print(f"[{i}/{len(runs)}] {folder.name}", flush=True)
-        row, per_module, spec = analyse(folder, point, record, evaluator, args.eval)
+        row, per_module, spec = analyse(folder, run, record, evaluator, args.eval)
         rows.append({"adapter_sha256": key, **row})
         module_rows += per_module
         spectra[folder.name] = spec

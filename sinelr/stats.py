@@ -56,13 +56,14 @@ class PairedComparison:
     def n(self) -> int:
         return len(self.seeds)
 
-    def interval_text(self, fmt: str = "+.2f") -> str:
-        """'+1.23 [+0.40, +2.06] (3 seeds)', or the single difference when only one seed is paired."""
+    def interval_text(self, fmt: str = "+.2f", unit: str = "seed") -> str:
+        """'+1.23 [+0.40, +2.06] (3 seeds)', or the single difference when only one seed is paired; `unit` names
+        what was paired where it is not a seed (e.g. 'run')."""
         if self.n == 0:
-            return "n/a (no paired seeds)"
+            return f"n/a (no paired {unit}s)"
         if self.n == 1:
-            return f"{format(self.mean, fmt)} (1 seed: no interval)"
-        return f"{format(self.mean, fmt)} [{format(self.low, fmt)}, {format(self.high, fmt)}] ({self.n} seeds)"
+            return f"{format(self.mean, fmt)} (1 {unit}: no interval)"
+        return f"{format(self.mean, fmt)} [{format(self.low, fmt)}, {format(self.high, fmt)}] ({self.n} {unit}s)"
 
 
 def paired_comparison(a: Mapping[int, float], b: Mapping[int, float], a_name: str = "a", b_name: str = "b",

@@ -392,6 +392,18 @@ def test_the_paired_differences_plot_takes_comparisons_of_no_one_and_several_see
     assert path == tmp_path / "p.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_interval_text_names_what_was_paired():
+    from sinelr.stats import paired_comparison, t_quantile_975
+
+    three = paired_comparison({0: 1.0, 1: 2.0, 2: 3.0}, {0: 1.5, 1: 2.0, 2: 4.0})  # diffs 0.5, 0, 1: sd 0.5
+    h = t_quantile_975(2) * 0.5 / 3 ** 0.5
+    assert three.interval_text() == f"+0.50 [{0.5 - h:+.2f}, {0.5 + h:+.2f}] (3 seeds)"
+    assert three.interval_text(unit="run") == f"+0.50 [{0.5 - h:+.2f}, {0.5 + h:+.2f}] (3 runs)"
+    assert paired_comparison({0: 1.0}, {0: 2.5}).interval_text(unit="run") == "+1.50 (1 run: no interval)"
+    assert paired_comparison({0: 1.0}, {1: 2.0}).interval_text(unit="run") == "n/a (no paired runs)"
+    assert paired_comparison({0: 1.0}, {1: 2.0}).interval_text() == "n/a (no paired seeds)"
+
+
 def test_seeds_for_half_width_is_the_fewest_seeds_whose_interval_is_that_narrow():
     import math
 
