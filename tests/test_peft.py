@@ -80,6 +80,12 @@ TEST_CASES = [
       "lora_dropout": 0.1}),
     ("Tiny GPT-2 Conv1D sine-LoRA", _gpt2, {"target_modules": ["c_attn", "c_proj"], "r": 2, "omega": 30.0}),
     ("Tiny GPT-2 Conv1D sine-DoRA", _gpt2, {"target_modules": ["c_attn", "c_fc"], "r": 2, "omega": 30.0, "use_dora": True}),
+    # the offset start: non-zero B0, A0 (argument rms s at the start), update sin(omega B A) - sin(omega B0 A0)
+    ("Tiny BERT sine-LoRA, offset start", _bert,
+     {"target_modules": ["query", "value"], "r": 4, "omega": 30.0, "init_argument_rms": 1.0}),
+    ("Tiny GPT-2 Conv1D sine-DoRA, offset start, dropout", _gpt2,
+     {"target_modules": ["c_attn", "c_fc"], "r": 2, "omega": 30.0, "use_dora": True, "init_argument_rms": 1.5,
+      "lora_dropout": 0.1}),
 ]
 CASE_IDS = [case[0] for case in TEST_CASES]
 
@@ -219,7 +225,7 @@ def test_multiple_named_adapters_and_set_adapter(name, factory, kwargs):
 @pytest.mark.parametrize("name,factory,kwargs", TEST_CASES, ids=CASE_IDS)
 def test_parameter_count_equals_peft_lora(name, factory, kwargs):
     sine, _ = _peft(factory, kwargs)
-    lora_kwargs = {k: v for k, v in kwargs.items() if k not in ("omega", "gain")}
+    lora_kwargs = {k: v for k, v in kwargs.items() if k not in ("omega", "gain", "init_argument_rms")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # LoRA warns that it switches fan_in_fan_out on for Conv1D
         lora = get_peft_model(factory()[0], LoraConfig(**lora_kwargs))
@@ -242,7 +248,7 @@ def test_training_step_updates_only_adapter(name, factory, kwargs):
 # --------------------------------------------------------------------------------------------
 # the adapter op: gradients in float64, the one formula, bf16
 # --------------------------------------------------------------------------------------------
-def _double_layer(use_dora: bool, conv1d: bool = False):
+def _double_layer(use_dora: bool, conv1d: bool = False, init_argument_rms=None):
     torch.manual_seed(0)
     if conv1d:
         from transformers.pytorch_utils import Conv1D
@@ -250,7 +256,8 @@ def _double_layer(use_dora: bool, conv1d: bool = False):
         base = nn.Sequential(Conv1D(5, 6)).double()
     else:
         base = nn.Sequential(nn.Linear(6, 5)).double()
-    model = get_peft_model(base, SineLoraConfig(r=2, omega=7.0, target_modules=["0"], use_dora=use_dora))
+    model = get_peft_model(base, SineLoraConfig(r=2, omega=7.0, target_modules=["0"], use_dora=use_dora,
+                                                init_argument_rms=init_argument_rms))
     model.double()
     _randomize(model, scale=0.3)
     return model, model.base_model.model[0]
@@ -258,8 +265,9 @@ def _double_layer(use_dora: bool, conv1d: bool = False):
 
 @pytest.mark.parametrize("use_dora", [False, True], ids=["sine-LoRA", "sine-DoRA"])
 @pytest.mark.parametrize("conv1d", [False, True], ids=["Linear", "Conv1D"])
-def test_gradcheck_adapter_op_float64(use_dora, conv1d):
-    model, layer = _double_layer(use_dora, conv1d)
+@pytest.mark.parametrize("start", [None, 1.0], ids=["B0=0", "offset start"])
+def test_gradcheck_adapter_op_float64(use_dora, conv1d, start):
+    model, layer = _double_layer(use_dora, conv1d, start)
     x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
     A = layer.lora_A["default"].weight.detach().clone().requires_grad_(True)
     B = layer.lora_B["default"].weight.detach().clone().requires_grad_(True)
@@ -276,6 +284,10 @@ def test_gradcheck_adapter_op_float64(use_dora, conv1d):
     out = torch.func.functional_call(layer, dict(zip(keys, (A, B))), (x,))
     w0 = layer.base_weight_out_in().detach()
     delta = torch.sin(7.0 * (B @ A)) / math.sqrt(6) * layer.scaling["default"]
+    if start is not None:
+        B0, A0 = layer.sine_start_B["default"], layer.sine_start_A["default"]
+        assert not torch.equal(B0, B) and B0.abs().min() > 0  # moved away from a non-zero start
+        delta = delta - torch.sin(7.0 * (B0 @ A0)) / math.sqrt(6) * layer.scaling["default"]
     weight = w0 + delta
     if use_dora:
         weight = weight * (layer.lora_magnitude_vector["default"].weight / torch.linalg.norm(weight, dim=1).detach())[:, None]
@@ -380,6 +392,101 @@ def test_update_stats_are_the_formulas_of_each_layer(factory, kwargs):
         sinelr.peft.update_stats(model, "other")
     with pytest.raises(ValueError, match="it has no LoRA-family layer"):
         sinelr.peft.update_stats(factory()[0])
+
+
+@pytest.mark.parametrize("rms", [0.01, 1.0, 3.0])
+def test_offset_start_draws_the_argument_rms_and_starts_at_zero(rms):
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(256, 192))
+    model = get_peft_model(base, SineLoraConfig(r=2, omega=100.0, target_modules=["0"], init_argument_rms=rms))
+    layer = model.base_model.model[0]
+    assert layer.has_offset_start("default")
+    A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    torch.testing.assert_close(layer.sine_start_A["default"], A, atol=0, rtol=0)
+    torch.testing.assert_close(layer.sine_start_B["default"], B, atol=0, rtol=0)
+    arg = layer.sine_argument("default").detach()
+    assert float(arg.pow(2).mean().sqrt()) == pytest.approx(rms, rel=0.1)
+    assert torch.count_nonzero(layer.get_delta_weight("default")) == 0
+    # what the offset start is for: sin(omega B0 A0) has energy beyond rank r once the argument is of order one
+    from sinelr.spectral import energy_beyond
+
+    beyond = energy_beyond(layer.sine_start_delta("default").double(), 2)
+    assert (beyond < 1e-6) if rms < 0.1 else (beyond > 0.05)
+    # the update is the difference of the two sines, and a plain sine-LoRA layer keeps PEFT's start
+    with torch.no_grad():
+        B.add_(0.05)
+    expected = (torch.sin(100.0 * (B @ A)) - torch.sin(100.0 * (layer.sine_start_B["default"] @ A.detach()))) \
+        / math.sqrt(256) * layer.scaling["default"]
+    torch.testing.assert_close(layer.get_delta_weight("default"), expected, atol=1e-6, rtol=1e-5)
+    plain = get_peft_model(nn.Sequential(nn.Linear(8, 4)), SineLoraConfig(r=2, target_modules=["0"]))
+    assert not plain.base_model.model[0].has_offset_start("default")
+    assert plain.base_model.model[0].sine_start_delta("default") is None
+
+
+def test_offset_start_linearisation_is_the_expansion_around_the_start():
+    """linearised_delta_weight of an offset start is cos(omega B0 A0) * omega (B A - B0 A0) / g * scaling: the update
+    minus it shrinks with the square of the step from the start (and update_stats' linear_gap with the step)."""
+    model, layer = _double_layer(False, init_argument_rms=1.5)
+    A0, B0 = layer.sine_start_A["default"].clone(), layer.sine_start_B["default"].clone()
+    direction = torch.randn(B0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    errors, gaps = [], []
+    for eps in (1e-2, 1e-3):
+        with torch.no_grad():
+            layer.lora_B["default"].weight.copy_(B0 + eps * direction)
+        B = layer.lora_B["default"].weight
+        expected = torch.cos(7.0 * B0 @ A0) * 7.0 * (B @ A0 - B0 @ A0) / math.sqrt(6) * layer.scaling["default"]
+        linear = layer.linearised_delta_weight("default").detach()
+        torch.testing.assert_close(linear, expected.detach())
+        errors.append(float((layer.get_delta_weight("default").detach() - linear).norm()))
+        gaps.append(sinelr.peft.update_stats(model)["base_model.model.0"].linear_gap)
+    assert errors[0] / errors[1] == pytest.approx(100, rel=0.05)
+    assert gaps[0] / gaps[1] == pytest.approx(10, rel=0.05)
+
+
+def test_offset_start_cache_follows_a_load_into_the_same_model():
+    """The cached sin(omega B0 A0) is rebuilt when a load writes other starting factors into the layer."""
+    models = []
+    for seed in (1, 2):
+        base, inputs = _mlp()
+        torch.manual_seed(seed)  # other starting factors per model
+        models.append(get_peft_model(base, SineLoraConfig(**TEST_CASES[0][2], init_argument_rms=1.0)).eval())
+    first, second = models
+    _randomize(first, seed=3)
+    _randomize(second, seed=3)  # the same B, other starts: other updates
+    before = _out(first, inputs)
+    assert not torch.allclose(before, _out(second, inputs), atol=1e-4)
+    first.load_state_dict(second.state_dict())
+    torch.testing.assert_close(_out(first, inputs), _out(second, inputs), atol=0, rtol=0)
+    first.train()  # the training path (no delta cache) uses the same start
+    with torch.no_grad():
+        torch.testing.assert_close(first(**inputs), _out(second, inputs), atol=1e-6, rtol=1e-6)
+
+
+def test_offset_start_adapter_and_config_must_agree(tmp_path):
+    model, inputs = _peft(_mlp, {**TEST_CASES[0][2], "init_argument_rms": 1.0})
+    _randomize(model)
+    model.save_pretrained(tmp_path / "offset")
+    loaded = PeftModel.from_pretrained(_mlp()[0], tmp_path / "offset").eval()
+    assert loaded.peft_config["default"].init_argument_rms == 1.0
+    torch.testing.assert_close(_out(loaded, inputs), _out(model, inputs), atol=0, rtol=0)
+    # the starting factors removed from the file: the update cannot be rebuilt
+    from safetensors.torch import load_file, save_file
+
+    weights = tmp_path / "offset" / "adapter_model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if "sine_start" not in k}, weights)
+    base = _mlp()[0]
+    with pytest.raises(ValueError, match="init_argument_rms=1.0 .* holds no starting factors"):
+        PeftModel.from_pretrained(base, tmp_path / "offset")
+    _assert_untouched(base)
+    # starting factors under a config without init_argument_rms: loading would drop them and change the function
+    plain, _ = _peft(_mlp, TEST_CASES[0][2])
+    plain.save_pretrained(tmp_path / "plain")
+    save_file({**load_file(tmp_path / "plain" / "adapter_model.safetensors"),
+               "base_model.model.0.sine_start_A": torch.zeros(2, 12)}, tmp_path / "plain" / "adapter_model.safetensors")
+    base = _mlp()[0]
+    with pytest.raises(ValueError, match="holds starting factors .*sine_start_A.* but its config has no init_argument_rms"):
+        PeftModel.from_pretrained(base, tmp_path / "plain")
+    _assert_untouched(base)
 
 
 def test_delta_weight_is_the_one_formula():
@@ -510,6 +617,14 @@ torch.save(model(torch.randn(5, 12, generator=torch.Generator().manual_seed(1)))
         ({"gain": "big"}, TypeError, "gain"),
         ({"lora_dropout": 1.5}, ValueError, "lora_dropout"),
         ({"init_lora_weights": "pissa"}, ValueError, "not supported by sine-LoRA"),
+        ({"init_argument_rms": 0.0}, ValueError, "init_argument_rms must be a finite number > 0, got 0.0"),
+        ({"init_argument_rms": -1}, ValueError, "init_argument_rms"),
+        ({"init_argument_rms": float("nan")}, ValueError, "init_argument_rms"),
+        ({"init_argument_rms": "1"}, TypeError, "init_argument_rms must be a real number"),
+        ({"init_argument_rms": True}, TypeError, "init_argument_rms"),
+        ({"init_argument_rms": 1.0, "init_lora_weights": False}, ValueError,
+         "init_argument_rms=1.0 draws A and B itself .* init_lora_weights must stay True, got False"),
+        ({"init_argument_rms": 1.0, "init_lora_weights": "gaussian"}, ValueError, "got 'gaussian'"),
         ({"rank_pattern": {"0": 0}}, ValueError, "rank_pattern"),
     ],
 )

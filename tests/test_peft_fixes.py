@@ -79,21 +79,32 @@ def _formula_layer(layer: SineLoraLinear, adapter: str, x: torch.Tensor) -> torc
 # meta device
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("use_dora", [False, True], ids=["sine-LoRA", "sine-DoRA"])
-def test_low_cpu_mem_usage_load_equals_normal_load(use_dora, tmp_path):
-    model = _model(use_dora=use_dora)
+@pytest.mark.parametrize("start", [None, 1.0], ids=["B0=0", "offset start"])
+def test_low_cpu_mem_usage_load_equals_normal_load(use_dora, start, tmp_path):
+    if start is None:
+        model = _model(use_dora=use_dora)
+    else:  # the offset start draws A and B itself; move B off its start for a non-zero update
+        model = _model(use_dora=use_dora, init_argument_rms=start, init_lora_weights=True)
+        with torch.no_grad():
+            for layer in _layers(model):
+                layer.lora_B["default"].weight.add_(0.1)
     if use_dora:
         with torch.no_grad():
             for layer in _layers(model):
                 layer.lora_magnitude_vector["default"].weight.mul_(1.1)
     expected = _out(model)
+    assert not torch.allclose(expected, _out(_base()), atol=1e-3)
     model.save_pretrained(tmp_path)
     # creating on the meta device (was: RuntimeError unsupported scalarType from autocast("meta"))
-    empty = get_peft_model(_base(), SineLoraConfig(target_modules=["lin0"], use_dora=use_dora), low_cpu_mem_usage=True)
+    empty = get_peft_model(_base(), SineLoraConfig(target_modules=["lin0"], use_dora=use_dora,
+                                                   init_argument_rms=start), low_cpu_mem_usage=True)
     assert empty.base_model.model.lin0.lora_A["default"].weight.is_meta
+    if start is not None:
+        assert empty.base_model.model.lin0.sine_start_B["default"].is_meta
     if use_dora:
         assert empty.base_model.model.lin0.lora_magnitude_vector["default"].weight.is_meta
     loaded = PeftModel.from_pretrained(_base(), tmp_path, low_cpu_mem_usage=True).eval()
-    assert not any(p.is_meta for p in loaded.parameters())
+    assert not any(p.is_meta for p in loaded.parameters()) and not any(b.is_meta for b in loaded.buffers())
     torch.testing.assert_close(_out(loaded), expected, rtol=0, atol=0)
 
 

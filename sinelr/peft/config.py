@@ -39,11 +39,21 @@ class SineLoraConfig(LoraConfig):
       omega: frequency of the sine, a finite float > 0.
       gain: divisor g of the sine; None means sqrt(in_features) of each adapted layer (the paper's
         default, which keeps the update's variance independent of the layer width).
+      init_argument_rms: None (default) starts as PEFT does, B = 0: the argument omega B A grows from 0, and
+        while it is small sine-LoRA trains like LoRA+ (docs/peft.md). A value s > 0 is the offset start:
+        A and B drawn so that omega B A starts with rms s, where sin is far from linear and sin(omega B A)
+        has rank far above r, and the update is (sin(omega B A) - sin(omega B0 A0)) / g * scaling, zero
+        at the start. B0, A0 are saved with the adapter (trainable parameters unchanged).
     """
 
     omega: float = field(default=DEFAULT_OMEGA_ADAPTER, metadata={"help": "Sine frequency omega (finite, > 0)."})
     gain: Optional[float] = field(
         default=None, metadata={"help": "Sine gain g (> 0); None = sqrt(in_features) of each layer."}
+    )
+    init_argument_rms: Optional[float] = field(
+        default=None,
+        metadata={"help": "None: B = 0 start. s > 0: offset start, the argument omega B A starts with rms s and "
+                          "the update subtracts its starting value (zero at the start)."},
     )
 
     def __post_init__(self) -> None:
@@ -66,6 +76,13 @@ class SineLoraConfig(LoraConfig):
                 or not 0.0 <= float(self.lora_dropout) < 1.0):
             raise ValueError(f"lora_dropout must be a number in [0, 1), got {self.lora_dropout!r}")
         init = self.init_lora_weights
+        if self.init_argument_rms is not None:
+            self.init_argument_rms = _check_positive_real("init_argument_rms", self.init_argument_rms)
+            if init is not True:
+                raise ValueError(
+                    f"init_argument_rms={self.init_argument_rms!r} draws A and B itself (the offset start); "
+                    f"init_lora_weights must stay True, got {init!r}"
+                )
         if isinstance(init, str) and init.lower().startswith(_UNSUPPORTED_INITS):
             raise ValueError(
                 f"init_lora_weights={init!r} is not supported by sine-LoRA; use True (B = 0, delta W = 0 at start), "

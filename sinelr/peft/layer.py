@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.lora.layer import Linear as LoraLinear
 from peft.tuners.lora.layer import LoraLayer
 from peft.utils.other import transpose
@@ -44,7 +45,10 @@ class SineLoraLinear(LoraLinear):
     adapters: base(x) plus each adapter's update.
     """
 
-    other_param_names = LoraLayer.other_param_names + ("sine_omega", "sine_gain")
+    # sine_start_A / sine_start_B: the factors an adapter started from when its config sets init_argument_rms
+    # (frozen buffers, saved with the adapter); sine_init_rms: that rms, or None for PEFT's B = 0 start.
+    other_param_names = LoraLayer.other_param_names + (
+        "sine_omega", "sine_gain", "sine_init_rms", "sine_start_A", "sine_start_B")
     # Reuse delta W across eval-mode calls (see `cached_delta`). It costs one (out x in) fp32 matrix per
     # active adapter and layer; set False on the class or on single layers to trade that memory for time.
     cache_delta_in_eval: bool = True
@@ -53,6 +57,9 @@ class SineLoraLinear(LoraLinear):
         if not hasattr(self, "sine_omega"):
             self.sine_omega: dict[str, float] = {}
             self.sine_gain: dict[str, float] = {}
+            self.sine_init_rms: dict[str, Optional[float]] = {}
+            self.sine_start_A = BufferDict({}, persistent=True)
+            self.sine_start_B = BufferDict({}, persistent=True)
         omega = getattr(config, "omega", None)
         if omega is None:
             raise TypeError(f"SineLoraLinear needs a SineLoraConfig (with omega), got {type(config).__name__}")
@@ -61,8 +68,30 @@ class SineLoraLinear(LoraLinear):
         self.sine_omega[adapter_name] = check_omega(omega)
         gain = getattr(config, "gain", None)
         self.sine_gain[adapter_name] = check_gain(gain) if gain is not None else math.sqrt(self.in_features)
+        self.sine_init_rms[adapter_name] = getattr(config, "init_argument_rms", None)
+        for starts in (self.sine_start_A, self.sine_start_B):
+            if adapter_name in starts:
+                del starts[adapter_name]
         self._drop_cached_deltas()
+        # PEFT's update_layer calls reset_lora_parameters (below: the offset start) before a variant's init
         super().update_layer(adapter_name, r, lora_alpha=lora_alpha, config=config, **kwargs)
+
+    def reset_lora_parameters(self, adapter_name: str, init_lora_weights: Any) -> None:
+        """PEFT's initialisation (A as nn.Linear, B = 0), or, when the adapter's config sets init_argument_rms = s,
+        the offset start: A and B drawn i.i.d. N(0, sigma^2) with omega sigma^2 sqrt(r) = s, so that the argument
+        omega B A starts with rms s, and copies B0, A0 kept as frozen buffers; the update is then
+        (sin(omega B A) - sin(omega B0 A0)) / g * scaling, zero at the start (docs/peft.md)."""
+        super().reset_lora_parameters(adapter_name, init_lora_weights)
+        rms = self.sine_init_rms.get(adapter_name)
+        if rms is None or adapter_name not in self.lora_A:
+            return
+        A, B = self.lora_A[adapter_name].weight, self.lora_B[adapter_name].weight
+        std = math.sqrt(rms / (self.sine_omega[adapter_name] * math.sqrt(self.r[adapter_name])))
+        with torch.no_grad():
+            nn.init.normal_(A, std=std)
+            nn.init.normal_(B, std=std)
+        self.sine_start_A[adapter_name] = A.detach().clone()
+        self.sine_start_B[adapter_name] = B.detach().clone()
 
     @property
     def lora_variants(self) -> dict:
@@ -93,6 +122,10 @@ class SineLoraLinear(LoraLinear):
                 weight = delta if not with_base else self.base_weight_out_in().to(delta.dtype) + delta
                 b = None if bias is None else bias.to(compute)
                 return F.linear(x.to(compute), weight.to(compute), b)
+        base = self.base_weight_out_in() if with_base else None
+        start = self.sine_start_delta(adapter)
+        if start is not None:  # the offset start: W0 - sin(omega B0 A0) / g * scaling (or its negative part alone)
+            base = -start if base is None else base.to(start.dtype) - start
         return sine_lowrank_linear(
             x,
             self.lora_B[adapter].weight,
@@ -100,7 +133,7 @@ class SineLoraLinear(LoraLinear):
             bias,
             self.sine_omega[adapter],
             self.sine_gain[adapter],
-            base_weight=self.base_weight_out_in() if with_base else None,
+            base_weight=base,
             scale=self.scaling[adapter],
         )
 
@@ -116,8 +149,51 @@ class SineLoraLinear(LoraLinear):
         if self._is_meta(adapter):
             dtype = torch.promote_types(torch.promote_types(A.dtype, B.dtype), torch.float32)
             return torch.empty((B.shape[0], A.shape[1]), dtype=dtype, device="meta")
-        delta = sine_lowrank_weight(B, A.T, self.sine_omega[adapter], self.sine_gain[adapter])
-        return delta * self.scaling[adapter]
+        delta = sine_lowrank_weight(B, A.T, self.sine_omega[adapter], self.sine_gain[adapter]) * self.scaling[adapter]
+        start = self.sine_start_delta(adapter)
+        return delta if start is None else delta - start
+
+    def _move_adapter_to_device_of_base_layer(self, adapter_name: str, device: Optional[torch.device] = None) -> None:
+        # PEFT moves buffers without its meta check (that looks at parameters only): leave meta starting factors
+        # (low_cpu_mem_usage=True) where they are, as PEFT leaves meta lora_A / lora_B, until a load assigns them.
+        held = {}
+        for starts in (getattr(self, "sine_start_A", None), getattr(self, "sine_start_B", None)):
+            if starts is not None and adapter_name in starts and starts[adapter_name].is_meta:
+                held[id(starts)] = (starts, starts[adapter_name])
+                del starts[adapter_name]
+        try:
+            super()._move_adapter_to_device_of_base_layer(adapter_name, device)
+        finally:
+            for starts, tensor in held.values():
+                starts[adapter_name] = tensor
+
+    def has_offset_start(self, adapter: str) -> bool:
+        """Whether the adapter started from non-zero factors B0, A0 (config init_argument_rms) whose update it subtracts."""
+        return adapter in self.sine_start_A
+
+    def sine_start_delta(self, adapter: str) -> Optional[torch.Tensor]:
+        """sin(omega B0 A0) / g * scaling (out x in, fp32 or wider, no grad) of an offset start, else None.
+
+        Cached per adapter (one out x in matrix) until the buffers change (a load writes them in place, which
+        bumps their version), or omega, gain, scaling, dtype or device change; `_drop_cached_deltas` drops it.
+        """
+        if not self.has_offset_start(adapter):
+            return None
+        A0, B0 = self.sine_start_A[adapter], self.sine_start_B[adapter]
+        if A0.is_meta or B0.is_meta:
+            dtype = torch.promote_types(torch.promote_types(A0.dtype, B0.dtype), torch.float32)
+            return torch.empty((B0.shape[0], A0.shape[1]), dtype=dtype, device="meta")
+        key = (A0.data_ptr(), A0._version, B0.data_ptr(), B0._version, A0.dtype, B0.dtype, A0.device,
+               self.sine_omega[adapter], self.sine_gain[adapter], self.scaling[adapter])
+        cache = self.__dict__.setdefault("_sine_start_cache", {})
+        entry = cache.get(adapter)
+        if entry is not None and entry[0] == key:
+            return entry[1]
+        with torch.no_grad():
+            start = sine_lowrank_weight(B0, A0.T, self.sine_omega[adapter], self.sine_gain[adapter])
+            start = start * self.scaling[adapter]
+        cache[adapter] = (key, start)
+        return start
 
     def sine_argument(self, adapter: str) -> torch.Tensor:
         """omega B A, the sine's argument, as (out_features, in_features) in at least fp32."""
@@ -126,9 +202,18 @@ class SineLoraLinear(LoraLinear):
         return self.sine_omega[adapter] * (B.to(work) @ A.to(work))
 
     def linearised_delta_weight(self, adapter: str) -> torch.Tensor:
-        """The update's linear part omega B A / g * scaling (sin x -> x), in the base weight's layout: the rank-r
-        LoRA update that sine-LoRA equals while its argument is small (docs/peft.md)."""
-        linear = self.sine_argument(adapter) / self.sine_gain[adapter] * self.scaling[adapter]
+        """The update's first-order expansion around the factors it started from, in the base weight's layout.
+
+        PEFT's start (B0 = 0): omega B A / g * scaling (sin x -> x), the rank-r LoRA update that sine-LoRA
+        equals while its argument is small (docs/peft.md). An offset start (B0, A0):
+        cos(omega B0 A0) * omega (B A - B0 A0) / g * scaling, elementwise cos.
+        """
+        arg = self.sine_argument(adapter)
+        if self.has_offset_start(adapter):
+            A0, B0 = self.sine_start_A[adapter], self.sine_start_B[adapter]
+            arg0 = self.sine_omega[adapter] * (B0.to(arg.dtype) @ A0.to(arg.dtype))
+            arg = torch.cos(arg0) * (arg - arg0)
+        linear = arg / self.sine_gain[adapter] * self.scaling[adapter]
         return transpose(linear, self.fan_in_fan_out)
 
     def get_delta_weight(self, adapter: str) -> torch.Tensor:
@@ -138,6 +223,7 @@ class SineLoraLinear(LoraLinear):
     # -- the eval-mode cache of delta W -------------------------------------------------------------
     def _drop_cached_deltas(self) -> None:
         self.__dict__["_sine_delta_cache"] = {}
+        self.__dict__["_sine_start_cache"] = {}
 
     def _cache_key(self, adapter: str) -> tuple:
         A, B = self.lora_A[adapter].weight, self.lora_B[adapter].weight

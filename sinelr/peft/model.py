@@ -26,6 +26,8 @@ _PEFT_PREFIX = "base_model.model."
 # (PEFT then warns "Found missing adapter keys") instead of silently loading sine factors as LoRA.
 SINE_KEY_SUFFIX = ".sine_weight"
 _FACTOR_PARTS = (".lora_A.", ".lora_B.")
+# Keys of the offset start's factors B0, A0 (SineLoraLinear.sine_start_B / sine_start_A buffers).
+_START_PART = ".sine_start_"
 
 
 def check_adapter_weights(directory: str) -> Optional[dict[str, tuple[int, ...]]]:
@@ -96,6 +98,7 @@ class SineLoraModel(LoraModel):
         self._refuse_unsupported_targets(model, config)
         shapes = getattr(config, "_checkpoint_shapes", None)
         if shapes:
+            self._check_offset_start(config, shapes)
             self._check_checkpoint_fits(model, shapes)
         super().inject_adapter(model, adapter_name, *args, **kwargs)
 
@@ -131,6 +134,24 @@ class SineLoraModel(LoraModel):
             warnings.warn(f"r={r} is larger than min(out, in) = {min(n_in, n_out)} of the target layer {name} "
                           f"({n_out}x{n_in}): the extra factors add parameters but no expressiveness; r <= "
                           f"{min(n_in, n_out)} gives the same function class", UserWarning, stacklevel=4)
+
+    @staticmethod
+    def _check_offset_start(config: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Raise before injection when a saved adapter and its config disagree about the offset start: its update
+        sin(omega B A) - sin(omega B0 A0) needs the saved B0, A0, and PEFT would drop saved B0, A0 without a word."""
+        starts = sorted(k for k in shapes if _START_PART in k)
+        rms = getattr(config, "init_argument_rms", None)
+        if rms is not None and not starts:
+            raise ValueError(
+                f"the adapter's config has init_argument_rms={rms!r} (an offset start), but its weight file holds no "
+                f"starting factors (keys with {_START_PART!r}), without which its update cannot be rebuilt. "
+                "Nothing was changed."
+            )
+        if rms is None and starts:
+            raise ValueError(
+                f"the adapter's weight file holds starting factors ({starts[0]}, ...) but its config has no "
+                "init_argument_rms: loading it would drop them and give another function. Nothing was changed."
+            )
 
     @staticmethod
     def _check_checkpoint_fits(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
