@@ -298,7 +298,8 @@ def test_recipe_rejects_bad_input_before_writing_anything(tmp_path, shared_data,
                           (["--pooling", "max"], "pooling"),
                           (["--head-lr", "0"], "head_lr"),
                           (["--mixed-precision", "fp8"], "mixed_precision must be"),
-                          (["--attention", "flash"], "attention must be one of sdpa, eager, got 'flash'")):
+                          (["--attention", "flash"], "attention must be one of sdpa, eager, got 'flash'"),
+                          (["--init-argument-rms", "0"], "init_argument_rms must be a finite number > 0")):
         assert _cli([*args, *base]) == 2
         assert message in capsys.readouterr().err, args
     assert not (tmp_path / "o").exists()
@@ -409,6 +410,9 @@ def test_a_method_joins_a_folder_at_its_own_rate_and_every_row_records_its_rate(
     assert rates == {"lora": 0.003, "hira": 0.02}
     settings = json.loads((tmp_path / "out" / "settings.json").read_text())["settings"]
     assert "lr" not in settings and "method_lr" not in settings
+    # keys added later are left out at their old value, so folders written before them keep their fingerprints
+    assert "init_argument_rms" not in settings and "attention" not in settings
+    assert "start B = 0 (PEFT's)" in (tmp_path / "out" / "summary.md").read_text()
     assert "learning rates used: rte lora 0.003; rte hira 0.02" in (tmp_path / "out" / "summary.md").read_text()
 
 
@@ -779,6 +783,17 @@ def test_every_method_adapts_query_value_and_trains_the_head_of_a_tiny_bert(meth
     assert out.logits.shape == (2, 3)
     with pytest.raises(ValueError, match="unknown method 'qlora'"):
         build_peft_model(base, "qlora", rank=2, alpha=4.0, dropout=0.0, omega=50.0, gain=None)
+    # the offset start reaches the sine methods' layers (and only theirs: LoRA and DoRA have no sine to start)
+    torch.manual_seed(0)
+    offset = build_peft_model(BertForSequenceClassification(base.config), method, rank=2, alpha=4.0, dropout=0.0,
+                              omega=50.0, gain=None, init_argument_rms=1.0)
+    layers = [m for m in offset.modules() if hasattr(m, "lora_A") and "default" in m.lora_A]
+    assert layers and all(getattr(m, "has_offset_start", lambda a: False)("default") == method.startswith("sine")
+                          for m in layers)
+    if method.startswith("sine"):
+        arg = torch.cat([m.sine_argument("default").detach().flatten() for m in layers])
+        assert 0.5 < float(arg.pow(2).mean().sqrt()) < 2.0
+        assert all(torch.count_nonzero(m.get_delta_weight("default")) == 0 for m in layers)
 
 
 @pytest.mark.parametrize("method, rank, per_layer", [

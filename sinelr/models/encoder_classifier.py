@@ -145,10 +145,10 @@ def head_modules(model: nn.Module) -> List[str]:
 
 
 def build_peft_model(base: nn.Module, method: str, rank: int, alpha: float, dropout: float, omega: float,
-                     gain: Optional[float]) -> nn.Module:
+                     gain: Optional[float], init_argument_rms: Optional[float] = None) -> nn.Module:
     """Wrap `base` with the adapter of `method` on query/value; the head is trained (modules_to_save).
-    `alpha`, `omega` and `gain` apply to the LoRA family only; a peer keeps PEFT's own scaling (RandLoRA:
-    alpha = 20 r, the rule of its documentation)."""
+    `alpha` applies to the LoRA family only, `omega`, `gain` and `init_argument_rms` (the offset start) to the
+    sine methods only; a peer keeps PEFT's own scaling (RandLoRA: alpha = 20 r, the rule of its documentation)."""
     from ..peft import get_peft_model
 
     if method not in METHODS:
@@ -162,11 +162,12 @@ def build_peft_model(base: nn.Module, method: str, rank: int, alpha: float, drop
                 and rank > min(shape):
             raise ConfigError(f"rank {rank} is larger than min(out, in) = {min(shape)} of the adapted layer {name} "
                               f"({shape[0]}x{shape[1]}); use a rank <= {min(shape)}")
-    return get_peft_model(base, _adapter_config(method, rank, alpha, dropout, omega, gain, targets, heads))
+    return get_peft_model(base, _adapter_config(method, rank, alpha, dropout, omega, gain, targets, heads,
+                                                init_argument_rms))
 
 
 def _adapter_config(method: str, rank: int, alpha: float, dropout: float, omega: float, gain: Optional[float],
-                    targets: List[str], heads: List[str]):
+                    targets: List[str], heads: List[str], init_argument_rms: Optional[float] = None):
     from .. import peft as speft
 
     common = dict(r=rank, target_modules=targets, modules_to_save=heads)
@@ -177,7 +178,8 @@ def _adapter_config(method: str, rank: int, alpha: float, dropout: float, omega:
     if method == "vera":
         return speft.VeraConfig(vera_dropout=dropout, **common)
     kwargs = dict(lora_alpha=alpha, lora_dropout=dropout, use_dora=method.endswith("dora"), **common)
-    return speft.SineLoraConfig(omega=omega, gain=gain, **kwargs) if method.startswith("sine") \
+    return speft.SineLoraConfig(omega=omega, gain=gain, init_argument_rms=init_argument_rms, **kwargs) \
+        if method.startswith("sine") \
         else speft.LoraConfig(**kwargs)
 
 

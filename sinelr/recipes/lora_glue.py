@@ -55,7 +55,7 @@ SPEC = SweepSpec(
     # the learning rate is per method and task: each row records its own; rows at other rates share the folder
     row_settings={"lr": ("lr", "method_lr")},
     # added after folders were written, at the value that reproduces them (transformers' default kernel)
-    added_keys={"attention": "sdpa"},
+    added_keys={"attention": "sdpa", "init_argument_rms": None},
     # evaluation-only keys (the config's and the schedule's dev rows, the eval batch): the training
     # checkpoint is shared across them, the rows are not
     not_in_training=("dev_max", "dev_rows", "eval_batch_size"),
@@ -80,6 +80,10 @@ class Config:
     omega: float = field(default=200.0, metadata={"help": "frequency omega of the sine methods (rows of the main table)"})
     omegas: List[float] = field(default_factory=list, metadata={"help": "extra omegas for the sensitivity sweep of the sine methods (rows in summary.csv, shown in the omega plot)"})
     gain: Optional[float] = field(default=None, metadata={"help": "gain g of sin(.)/g (default sqrt(in_features))"})
+    init_argument_rms: Optional[float] = field(default=None, metadata={
+        "help": "start of the sine methods: none = PEFT's B = 0 (the argument omega B A grows from 0, where sine-LoRA "
+                "trains like LoRA+); s > 0 = the offset start, omega B A starts with rms s and the update subtracts "
+                "its starting value (docs/peft.md)"})
     lora_alpha: Optional[float] = field(default=None, metadata={"help": "LoRA alpha (default 2*rank, i.e. scaling 2 at every rank)"})
     lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter input"})
     schedule: str = field(default="quick", metadata={"help": "per-task schedule: a name of configs/glue_<name>.yaml ('quick', 'quick-mean', 'full') or a YAML file path"})
@@ -128,7 +132,7 @@ class Config:
 # ----------------------------------------------------------------------------------------- config
 
 def _validate(config: Config) -> None:
-    from sinelr.functional import check_gain, check_omega
+    from sinelr.functional import _check_positive_real, check_gain, check_omega
 
     if not config.methods or any(m not in GLUE_METHODS for m in config.methods):
         bad = [m for m in config.methods if m not in GLUE_METHODS]
@@ -142,6 +146,8 @@ def _validate(config: Config) -> None:
         check_omega(w)
     if config.gain is not None:
         check_gain(config.gain)
+    if config.init_argument_rms is not None:
+        _check_positive_real("init_argument_rms", config.init_argument_rms)
     if config.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
     if config.attention not in ATTENTIONS:
@@ -300,7 +306,7 @@ def _model_and_optimizer(config: Config, point: Dict[str, Any], data: TaskData, 
     else:
         alpha = config.lora_alpha if config.lora_alpha is not None else 2.0 * point["rank"]
         model = ec.build_peft_model(base, point["method"], point["rank"], alpha, config.lora_dropout,
-                                    point["omega"] or 0.0, config.gain)
+                                    point["omega"] or 0.0, config.gain, init_argument_rms=config.init_argument_rms)
     groups = ec.trainable_parameters(model, ec.head_modules(base))
     lr = point["lr"]
     head_lr = config.head_lr if config.head_lr is not None else lr
@@ -460,7 +466,10 @@ def _header_lines(config: Config, rows, folder: Path, tasks: List[str]) -> List[
         f"- config: {CONFIG_FILES} and {settings} in this folder; schedule `{config.schedule}`",
         f"- data: GLUE train/dev TSV files in `{_data_root(config)}` (metric per task: "
         + ", ".join(f"{t} {get_task(t).metric_name}" for t in tasks) + ")",
-        f"- sine methods: omega = {config.omega:g}, gain = {'sqrt(in_features)' if config.gain is None else config.gain}; "
+        f"- sine methods: omega = {config.omega:g}, gain = {'sqrt(in_features)' if config.gain is None else config.gain}, "
+        + ("start B = 0 (PEFT's)" if config.init_argument_rms is None else
+           f"**offset start**: omega B A starts with rms {config.init_argument_rms:g}, the update subtracts its "
+           "starting value") + "; "
         f"lora_alpha = {'2*rank' if config.lora_alpha is None else config.lora_alpha}; {_lr_text(config, rows, tasks)}"
         + ("" if config.head_lr is None else f", head lr {config.head_lr:g}") + f"; pooling `{config.pooling}` ("
         + ("[CLS] -> BERT pooler -> linear head" if config.pooling == "cls" else
