@@ -7,6 +7,8 @@ results/glue/peers_grid_k4_<task>_lr<lr>/summary.csv (the high-rank peers hira, 
                                                                   # where the best sits, or nothing
     python scripts/glue_grid_best.py TASK METHOD --table          # one line: every lr run and its score
     python scripts/glue_grid_best.py TASK omega [--table]         # sine-LoRA's best omega at its best lr
+    ... --prefix P                                                # read results/glue/P grid_k4_... instead (e.g.
+                                                                  # offset1_: sine-LoRA's offset start, rms 1)
 """
 import csv
 import glob
@@ -19,8 +21,12 @@ GRIDS = "results/glue/{}grid_k4_{}_lr{}/summary.csv"
 PREFIX = {"hira": "peers_", "randlora": "peers_", "vera": "peers_", "dora": "dora_", "sine-dora": "dora_"}
 
 
+PREFIX_OVERRIDE = None  # --prefix P: every method's grid folders start with P
+
+
 def _grids(task, method, lr="*"):
-    return GRIDS.format(PREFIX.get(method, ""), task, lr)
+    prefix = PREFIX_OVERRIDE if PREFIX_OVERRIDE is not None else PREFIX.get(method, "")
+    return GRIDS.format(prefix, task, lr)
 
 
 def _rows(task, method, lr="*"):
@@ -50,6 +56,13 @@ def omega_scores(task):
 
 
 def main(argv):
+    global PREFIX_OVERRIDE
+    if "--prefix" in argv:
+        at = argv.index("--prefix")
+        if at + 1 >= len(argv):
+            sys.exit("--prefix needs a value (the grid folders' prefix, e.g. offset1_; '' for LoRA's)")
+        PREFIX_OVERRIDE = argv[at + 1]
+        argv = argv[:at] + argv[at + 2:]
     if len(argv) < 2:
         sys.exit("usage: glue_grid_best.py TASK METHOD [--next L1 L2 .. | --table] | TASK omega [--table]")
     task, what = argv[:2]

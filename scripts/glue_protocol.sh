@@ -35,14 +35,14 @@ tune() {
   }
   for lr in $lrs; do at $lr "$@"; done
   for method in "$@"; do
-    while lr=$(python scripts/glue_grid_best.py "$task" $method --next $ladder); [ -n "$lr" ]; do
+    while lr=$(python scripts/glue_grid_best.py "$task" $method --prefix "$prefix" --next $ladder); [ -n "$lr" ]; do
       echo "$method's best rate on $task is at the grid's edge: running lr $lr"
       at $lr $method
     done
   done
-  for method in "$@"; do python scripts/glue_grid_best.py "$task" $method --table; done
+  for method in "$@"; do python scripts/glue_grid_best.py "$task" $method --prefix "$prefix" --table; done
 }
-step=${1:?usage: glue_protocol.sh grid TASK | double | cola-check | tab3 | dora-grid TASK | tab3-dora | peers-grid TASK | peers | tab3-render | tab3-bf16-render}
+step=${1:?usage: glue_protocol.sh grid TASK | double | cola-check | tab3 | dora-grid TASK | tab3-dora | peers-grid TASK | peers | offset-grid TASK [RMS] | tab3-render | tab3-bf16-render}
 case $step in
 grid)
   # Step 2: per-method lr (x1/3, x1, x3 of the task's step-1 rate) at k = 4, seed 0, scored on a fixed 10% of
@@ -76,6 +76,17 @@ dora-grid)
   # the ladder past an edge per method, in fp32 like Tab. 3. One folder per rate: results/glue/dora_grid_k4_<task>_lr<lr>.
   task=${2:?the task to tune on (sst2 and stsb, like step 2)}
   tune "$task" dora_ "7e-4 2e-3 6e-3" "$LADDER" "--ranks 4" dora sine-dora
+  ;;
+offset-grid)
+  # Beyond the paper: sine-LoRA's offset start (--init-argument-rms S: omega B A starts with rms S, where the sine is
+  # far from linear, and the update subtracts its starting value; docs/peft.md). From PEFT's B = 0 start the Tab. 3
+  # adapters stay where sine-LoRA is LoRA+ (docs/glue.md), so this is the start that can test the rank argument.
+  # Tuned as step 2 tunes sine-LoRA (k = 4, seed 0, the 10% validation split, dev never read), at 7e-4 and 2e-3
+  # (sine-LoRA's B = 0 best on SST-2 and STS-B and the next rung up), then the ladder past an edge. One folder per
+  # rate: results/glue/offset<S>_grid_k4_<task>_lr<lr>, beside the B = 0 grid (grid_k4_<task>_lr<lr>) it compares with.
+  task=${2:?the task to tune on (sst2 and stsb, like step 2)}
+  rms=${3:-1}
+  tune "$task" "offset${rms}_" "7e-4 2e-3" "$LADDER" "--ranks 4 --init-argument-rms $rms" sine-lora
   ;;
 tab3-dora)
   # Step 3's second table: DoRA vs sine-DoRA at k = 4 and 8, seeds 0 1 2, at the rates of configs/glue_tab3.yaml

@@ -76,6 +76,24 @@ def test_glue_grid_best_reads_the_lr_folders(glue_grid):
     assert _run("glue_grid_best.py", glue_grid, "sst2", "lora", "--next", *LADDER).stdout == ""
 
 
+def test_glue_grid_best_reads_another_prefix_only_when_asked(glue_grid):
+    """--prefix offset1_ (sine-LoRA's offset start) reads its own folders, never the B = 0 grid beside them."""
+    grid = glue_grid / "results" / "glue"
+    for lr, v in (("7e-4", 84.0), ("2e-3", 86.5)):
+        _write(grid / f"offset1_grid_k4_sst2_lr{lr}" / "summary.csv", GLUE_FIELDS,
+               [dict(task="sst2", method="sine-lora", rank=4, omega="200.0", seed=0, metric=v)])
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "sine-lora", "--prefix", "offset1_", "--table").stdout == \
+        "sine-lora 7e-4 / 2e-3 = 84.00 / 86.50\n"
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "sine-lora", "--prefix", "offset1_", "--next",
+                *LADDER).stdout == "6e-3\n"
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "sine-lora").stdout == "7e-4\n"  # the B = 0 grid, unchanged
+    assert _run("glue_grid_best.py", glue_grid, "sst2", "sine-lora", "--prefix", "", "--table").stdout == \
+        _run("glue_grid_best.py", glue_grid, "sst2", "sine-lora", "--table").stdout
+    missing = _run("glue_grid_best.py", glue_grid, "sst2", "sine-lora", "--prefix", "offset2_")
+    assert missing.returncode != 0 and "offset2_grid_k4_sst2_lr*" in missing.stderr
+    assert "--prefix needs a value" in _run("glue_grid_best.py", glue_grid, "sst2", "lora", "--prefix").stderr
+
+
 def test_glue_grid_best_reads_the_peers_from_their_own_folders(glue_grid):
     for lr, score in (("6e-3", 80.0), ("1.8e-2", 86.0)):
         _write(glue_grid / "results" / "glue" / f"peers_grid_k4_sst2_lr{lr}" / "summary.csv", GLUE_FIELDS,
