@@ -220,7 +220,27 @@ def _interval(after, before) -> str:
     return c.interval_text(unit="run")
 
 
-def summary_lines(rows, run_dir: Path, prov: dict, plot: str):
+def run_setting(runs) -> dict:
+    """What the summary says about how the runs were made: the sine-LoRA start(s) and the rows they are scored on."""
+    starts = sorted({run["config"].get("init_argument_rms") for _, run, *_ in runs}, key=lambda s: (s is not None, s))
+    val = any(float(run["config"].get("val_fraction") or 0.0) for _, run, *_ in runs)
+    return {"starts": starts, "score": "val" if val else "dev"}
+
+
+def _start_line(starts) -> str:
+    texts = []
+    for s in starts:
+        texts.append("B = 0 (PEFT's): the linearisation of an update is omega B A / g * scaling, a rank-k LoRA update"
+                     if s is None else
+                     f"the offset start (init_argument_rms = {s:g}: omega B A starts with rms {s:g}, the update "
+                     "subtracts its starting value): the linearisation of an update is its first-order expansion "
+                     "around the start, cos(omega B0 A0) * omega (B A - B0 A0) / g * scaling")
+    return "- sine-LoRA start: " + ("; ".join(texts) if texts else "none run")
+
+
+def summary_lines(rows, run_dir: Path, prov: dict, plot: str, setting: dict = None):
+    setting = setting or {"starts": [None], "score": "dev"}
+    score = setting["score"]
     groups = {}
     for r in rows:
         groups.setdefault((r["method"], int(r["rank"])), []).append(r)
@@ -235,9 +255,11 @@ def summary_lines(rows, run_dir: Path, prov: dict, plot: str):
             line.update({"rms of omega B A": _median_range(_num(r["arg_rms_median"]) for r in rs),
                          "max abs omega B A": _median_range(_num(r["arg_max"]) for r in rs),
                          "||delta - linearised|| / ||delta||": _median_range(_num(r["linear_gap_median"]) for r in rs),
-                         "dev: max abs(merged - table row)": _max_gap(_col(rs, "metric_trained"), metric),
-                         "dev: rank-k cut - trained": _interval(_col(rs, "metric_rank_k"), _col(rs, "metric_trained")),
-                         "dev: linearised - trained": _interval(_col(rs, "metric_linear"), _col(rs, "metric_trained"))})
+                         f"{score}: max abs(merged - table row)": _max_gap(_col(rs, "metric_trained"), metric),
+                         f"{score}: rank-k cut - trained": _interval(_col(rs, "metric_rank_k"),
+                                                                     _col(rs, "metric_trained")),
+                         f"{score}: linearised - trained": _interval(_col(rs, "metric_linear"),
+                                                                     _col(rs, "metric_trained"))})
         table.append(line)
     columns = list(dict.fromkeys(c for line in table for c in line))
     updates = " or ".join(sorted({str(r["modules"]) for r in rows}))
@@ -246,18 +268,18 @@ def summary_lines(rows, run_dir: Path, prov: dict, plot: str):
         "# Does a trained sine-LoRA adapter use its rank above k? (GLUE, all-MiniLM-L6-v2)", "",
         f"- computed by: `{prov['command']}` (git sha {prov['git_sha']}, {prov['date']}, {prov['machine']}); the rows "
         "of adapters an earlier run of it measured are reused, keyed by the adapter file's sha256",
-        f"- adapters: every finished LoRA / sine-LoRA fine-tune under `{run_dir}` (the runs of the Tab. 3 table; "
-        "each row's `folder` names its run folder, whose config.json holds its command, settings and seed); "
-        f"the adapted projections (query and value of every layer): {updates} updates per adapter",
+        f"- adapters: every finished LoRA / sine-LoRA fine-tune under `{run_dir}` (each row's `folder` names its run "
+        "folder, whose config.json holds its command, settings and seed); the adapted projections (query and value "
+        f"of every layer): {updates} updates per adapter",
+        _start_line(setting["starts"]),
         "- per run: medians over its updates of the share of ||delta W||_F^2 outside the top k singular "
         "directions, the stable rank, the rms of the sine's argument and the relative distance of delta W from "
-        "its linearisation omega B A / g * scaling (a rank-k LoRA update); the max abs argument over all entries. "
-        "rows.csv: per run; modules.csv: per update",
-        "- dev scores (sine-LoRA): the merged model as trained (must equal the table's row), with every delta W cut "
-        "to its best rank-k approximation, and with every delta W linearised; differences paired by run, mean "
-        "[95% t-interval]", "",
+        "its linearisation; the max abs argument over all entries. rows.csv: per run; modules.csv: per update",
+        f"- {score} scores (sine-LoRA; {'dev' if score == 'dev' else 'the held-out validation rows of the run'}): the "
+        "merged model as trained (must equal the table's row), with every delta W cut to its best rank-k "
+        "approximation, and with every delta W linearised; differences paired by run, mean [95% t-interval]", "",
         markdown_table(table, columns), "",
-        "Per task, sine-LoRA (dev, mean (min, max) over runs):", "",
+        f"Per task, sine-LoRA ({score}, mean (min, max) over runs):", "",
         per_task_table(rows), "",
         f"![singular values of the trained updates]({plot})", "",
     ]
@@ -302,7 +324,8 @@ def main(argv=None) -> int:
     ap.add_argument("--output-dir", default="results/glue/all-MiniLM-L6-v2-tab3-adapter-rank", type=Path)
     ap.add_argument("--model", default="minilm", help="the checkpoint the adapters were trained on")
     ap.add_argument("--data-dir", default=None, help="GLUE folder (default: $SINELR_DATA_DIR or ../shared/data)")
-    ap.add_argument("--eval", action="store_true", help="also score each sine-LoRA model on dev three ways")
+    ap.add_argument("--eval", action="store_true",
+                    help="also score each sine-LoRA model three ways (on dev, or on a grid run's validation rows)")
     args = ap.parse_args(argv)
     if not args.run_dir.is_dir():
         print(f"--run-dir {args.run_dir}: no such folder (expected the run folders of `sinelr glue`)", file=sys.stderr)
@@ -342,7 +365,8 @@ def main(argv=None) -> int:
     prov = provenance(["python", "scripts/glue_adapter_rank.py"] + (argv if argv is not None else sys.argv[1:]))
     write_json(out / "provenance.json", prov)
     plot_spectra(out / "spectra.png", spectra, rows)
-    (out / "summary.md").write_text("\n".join(summary_lines(rows, args.run_dir, prov, "spectra.png")) + "\n")
+    (out / "summary.md").write_text("\n".join(summary_lines(rows, args.run_dir, prov, "spectra.png",
+                                                           run_setting(runs))) + "\n")
     print((out / "summary.md").read_text())
     return 0
 

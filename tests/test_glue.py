@@ -1003,6 +1003,48 @@ def test_adapter_rank_script_measures_the_trained_updates_and_never_reuses_a_sta
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
+def test_the_offset_start_trains_reloads_merges_and_the_adapter_rank_script_expands_around_its_start(tmp_path,
+                                                                                                    tiny_model):
+    """--init-argument-rms: the saved adapter holds B0, A0; the merged reload reproduces the row; the script's linear
+    part is the expansion around the start, recomputed here from the saved tensors."""
+    import runpy
+
+    import torch
+    from safetensors.torch import load_file
+
+    _synthetic_glue_data(tmp_path / "glue")
+    runs, out = tmp_path / "runs", tmp_path / "rank"
+    assert _cli(["--tasks", "rte", "--methods", "sine-lora", "--ranks", "1", "--seeds", "0", "--epochs", "3",
+                 "--batch-size", "8", "--max-seq-len", "16", "--omega", "200", "--init-argument-rms", "1",
+                 "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--run-dir", str(runs)]) == 0
+    (row,) = _rows(tmp_path / "out")
+    assert "**offset start**: omega B A starts with rms 1" in (tmp_path / "out" / "summary.md").read_text()
+    settings = json.loads((tmp_path / "out" / "settings.json").read_text())["settings"]
+    assert settings["init_argument_rms"] == 1.0  # not the default: part of the folder's settings
+    script = runpy.run_path(str(ROOT / "scripts" / "glue_adapter_rank.py"))
+    assert script["main"](["--run-dir", str(runs), "--output-dir", str(out), "--data-dir", str(tmp_path), "--eval"]) == 0
+    with (out / "rows.csv").open() as fh:
+        (measured,) = list(csv.DictReader(fh))
+    assert float(measured["metric_trained"]) == pytest.approx(float(row["metric"]))  # merged = the table's row
+    summary = (out / "summary.md").read_text()
+    assert "the offset start (init_argument_rms = 1:" in summary and "B = 0 (PEFT's)" not in summary
+    (folder,) = list(runs.iterdir())
+    weights = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
+    a_key = sorted(k for k in weights if "lora_A" in k)[0]
+    module = a_key.split(".lora_A")[0]
+    A, B = weights[a_key].double(), weights[a_key.replace("lora_A", "lora_B")].double()
+    A0, B0 = weights[module + ".sine_start_A"].double(), weights[module + ".sine_start_B"].double()
+    arg, arg0 = 200.0 * B @ A, 200.0 * B0 @ A0
+    assert 0.5 < float(arg0.pow(2).mean().sqrt()) < 2.0 and not torch.equal(B, B0)
+    c = 2.0 / 16 ** 0.5  # alpha / r = 2, gain sqrt(16)
+    delta, linear = (torch.sin(arg) - torch.sin(arg0)) * c, torch.cos(arg0) * (arg - arg0) * c
+    with (out / "modules.csv").open() as fh:
+        stats = next(r for r in csv.DictReader(fh) if module.endswith(r["module"]))
+    assert float(stats["linear_gap"]) == pytest.approx(float((delta - linear).norm() / delta.norm()), rel=1e-3)
+    assert float(stats["arg_rms"]) == pytest.approx(float(arg.pow(2).mean().sqrt()), rel=1e-5)
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")
 def test_a_full_fine_tune_trains_every_weight_once_per_task_and_seed_and_reloads_exactly(tmp_path, tiny_model,
                                                                                         monkeypatch):
     import sinelr.train
