@@ -457,6 +457,13 @@ def test_offset_start_cache_follows_a_load_into_the_same_model():
     assert not torch.allclose(before, _out(second, inputs), atol=1e-4)
     first.load_state_dict(second.state_dict())
     torch.testing.assert_close(_out(first, inputs), _out(second, inputs), atol=0, rtol=0)
+    # only the starting factors change (A and B as they were): the eval-mode delta W cache must not be reused
+    loaded = _out(first, inputs)
+    other = {k: (v + 0.01 if "sine_start_B" in k else v) for k, v in second.state_dict().items()}
+    first.load_state_dict(other)
+    assert not torch.allclose(_out(first, inputs), loaded, atol=1e-6)
+    second.load_state_dict(other)
+    torch.testing.assert_close(_out(first, inputs), _out(second, inputs), atol=0, rtol=0)
     first.train()  # the training path (no delta cache) uses the same start
     with torch.no_grad():
         torch.testing.assert_close(first(**inputs), _out(second, inputs), atol=1e-6, rtol=1e-6)

@@ -227,9 +227,12 @@ class SineLoraLinear(LoraLinear):
 
     def _cache_key(self, adapter: str) -> tuple:
         A, B = self.lora_A[adapter].weight, self.lora_B[adapter].weight
+        # an offset start's factors are part of delta W: a load that rewrites them (in place: a new version)
+        starts = tuple((t.data_ptr(), t._version) for t in (self.sine_start_A[adapter], self.sine_start_B[adapter])) \
+            if self.has_offset_start(adapter) else ()
         return (
             A.device, A.dtype, B.dtype, self.sine_omega[adapter], self.sine_gain[adapter], self.scaling[adapter],
-            torch.is_inference_mode_enabled(),
+            torch.is_inference_mode_enabled(), starts,
         )
 
     def cached_delta(self, adapter: str) -> Optional[torch.Tensor]:
