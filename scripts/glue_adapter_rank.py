@@ -43,10 +43,13 @@ from sinelr.peft import adapted_layers, update_stats  # noqa: E402
 from sinelr.spectral import singular_values, truncate_rank  # noqa: E402
 
 METHODS = ("lora", "sine-lora")
-VARIANTS = ("trained", "rank_k", "linear")  # the --eval scores of a sine-LoRA model
+# the --eval scores of a sine-LoRA model: as trained, cut to rank k, linearised, and the control of the cut: the
+# trained update plus Gaussian noise of the norm the cut removes (seeded), which a cut that costs only its size matches
+VARIANTS = ("trained", "rank_k", "linear", "noise")
 COLUMNS = ("adapter_sha256", "folder", "task", "method", "rank", "omega", "seed", "metric_name", "metric",
            "modules", "energy_beyond_k_median", "energy_beyond_k_max", "stable_rank_median", "arg_rms_median",
-           "arg_max", "linear_gap_median", "metric_trained", "metric_rank_k", "metric_linear")
+           "arg_max", "linear_gap_median", "metric_trained", "metric_rank_k", "metric_linear",
+           "relative_norm_median", "metric_noise")  # the last two: rows measured since stop 37
 TASK_ORDER = ("cola", "sst2", "mrpc", "stsb", "rte")
 SPECTRUM = 64  # leading singular values kept per update for the plot (spectra.json)
 
@@ -121,7 +124,8 @@ def analyse(folder: Path, run: dict, record: dict, evaluator: Evaluator, do_eval
     layers = adapted_layers(model.base_model.model)  # names as in the merged model
     stats = update_stats(model.base_model.model)
     per_module = [{"module": name, "energy_beyond_k": st.energy_beyond_rank, "stable_rank": st.stable_rank,
-                   "arg_rms": st.arg_rms, "arg_max": st.arg_max, "linear_gap": st.linear_gap}
+                   "arg_rms": st.arg_rms, "arg_max": st.arg_max, "linear_gap": st.linear_gap,
+                   "relative_norm": st.relative_norm}
                   for name, st in stats.items()]
     spectra = {name: spectrum(m) for name, m in layers.items()}
     row = {"folder": folder.name, "task": task, "method": point["method"], "rank": point["rank"],
@@ -129,7 +133,8 @@ def analyse(folder: Path, run: dict, record: dict, evaluator: Evaluator, do_eval
            "metric": record["metric"], "modules": len(layers),
            "energy_beyond_k_median": statistics.median(p["energy_beyond_k"] for p in per_module),
            "energy_beyond_k_max": max(p["energy_beyond_k"] for p in per_module),
-           "stable_rank_median": statistics.median(p["stable_rank"] for p in per_module)}
+           "stable_rank_median": statistics.median(p["stable_rank"] for p in per_module),
+           "relative_norm_median": statistics.median(p["relative_norm"] for p in per_module)}
     if point["method"] == "sine-lora":
         row.update(arg_rms_median=statistics.median(p["arg_rms"] for p in per_module),
                    arg_max=max(p["arg_max"] for p in per_module),
@@ -139,8 +144,14 @@ def analyse(folder: Path, run: dict, record: dict, evaluator: Evaluator, do_eval
                 deltas = {name: (m.base_layer.weight.detach().clone(), m.get_delta_weight("default").double(),
                                  m.linearised_delta_weight("default").double()) for name, m in layers.items()}
             merged = model.merge_and_unload()
+            noise = torch.Generator().manual_seed(0)  # the same draws for every run
+
+            def plus_noise(d, lin):
+                z = torch.randn(d.shape, generator=noise, dtype=d.dtype)
+                return d + z * ((d - truncate_rank(d, point["rank"])).norm() / z.norm())
+
             cut = {"trained": lambda d, lin: d, "rank_k": lambda d, lin: truncate_rank(d, point["rank"]),
-                   "linear": lambda d, lin: lin}
+                   "linear": lambda d, lin: lin, "noise": plus_noise}
             for variant in VARIANTS:
                 with torch.no_grad():
                     for name, (w0, delta, linear) in deltas.items():
@@ -175,7 +186,7 @@ def _col(rs, name):
 
 
 def _median_range(values) -> str:
-    values = sorted(values)
+    values = sorted(v for v in values if not math.isnan(v))  # NaN: not measured for that row
     return f"{statistics.median(values):.3g} ({values[0]:.3g}-{values[-1]:.3g})" if values else "-"
 
 
@@ -207,7 +218,8 @@ def per_task_table(rows) -> str:
             lines.append({"task": task, "metric": rs[0]["metric_name"], "runs (k)": f"{len(rs)} ({ranks})",
                           "as trained": f"{statistics.mean(trained):.2f}",
                           "rank-k cut - trained": _spread(_col(rs, "metric_rank_k"), trained),
-                          "linearised - trained": _spread(_col(rs, "metric_linear"), trained)})
+                          "linearised - trained": _spread(_col(rs, "metric_linear"), trained),
+                          "noise of the cut's norm - trained": _spread(_col(rs, "metric_noise"), trained)})
     return markdown_table(lines, list(lines[0])) if lines else ""
 
 
@@ -250,7 +262,8 @@ def summary_lines(rows, run_dir: Path, prov: dict, plot: str, setting: dict = No
         line = {"method": method, "k": rank, "runs": len(rs),
                 "energy outside top k (median over modules; range over runs)":
                     _median_range(_num(r["energy_beyond_k_median"]) for r in rs),
-                "stable rank": _median_range(_num(r["stable_rank_median"]) for r in rs)}
+                "stable rank": _median_range(_num(r["stable_rank_median"]) for r in rs),
+                "||delta W|| / ||W0||": _median_range(_num(r.get("relative_norm_median")) for r in rs)}
         if method == "sine-lora":
             line.update({"rms of omega B A": _median_range(_num(r["arg_rms_median"]) for r in rs),
                          "max abs omega B A": _median_range(_num(r["arg_max"]) for r in rs),
@@ -259,7 +272,9 @@ def summary_lines(rows, run_dir: Path, prov: dict, plot: str, setting: dict = No
                          f"{score}: rank-k cut - trained": _interval(_col(rs, "metric_rank_k"),
                                                                      _col(rs, "metric_trained")),
                          f"{score}: linearised - trained": _interval(_col(rs, "metric_linear"),
-                                                                     _col(rs, "metric_trained"))})
+                                                                     _col(rs, "metric_trained")),
+                         f"{score}: trained + noise of the cut's norm - trained": _interval(
+                             _col(rs, "metric_noise"), _col(rs, "metric_trained"))})
         table.append(line)
     columns = list(dict.fromkeys(c for line in table for c in line))
     updates = " or ".join(sorted({str(r["modules"]) for r in rows}))
@@ -277,7 +292,10 @@ def summary_lines(rows, run_dir: Path, prov: dict, plot: str, setting: dict = No
         "its linearisation; the max abs argument over all entries. rows.csv: per run; modules.csv: per update",
         f"- {score} scores (sine-LoRA; {'dev' if score == 'dev' else 'the held-out validation rows of the run'}): the "
         "merged model as trained (must equal the table's row), with every delta W cut to its best rank-k "
-        "approximation, and with every delta W linearised; differences paired by run, mean [95% t-interval]", "",
+        "approximation, with every delta W linearised, and, the control of the cut, with Gaussian noise of the norm "
+        "the cut removes added to every delta W (a cut that costs more than that removes what the model uses); "
+        "differences paired by run, mean [95% t-interval]. ||delta W|| / ||W0|| and the noise control: rows "
+        "measured since stop 37 ('nan' / '-' for earlier rows)", "",
         markdown_table(table, columns), "",
         f"Per task, sine-LoRA ({score}, mean (min, max) over runs):", "",
         per_task_table(rows), "",
@@ -360,7 +378,7 @@ def main(argv=None) -> int:
     spectra = {k: v for k, v in spectra.items() if k in live}
     write_csv(out / "rows.csv", COLUMNS, rows)
     write_csv(out / "modules.csv", ("folder", "module", "energy_beyond_k", "stable_rank", "arg_rms", "arg_max",
-                                    "linear_gap"), module_rows)
+                                    "linear_gap", "relative_norm"), module_rows)
     (out / "spectra.json").write_text(json.dumps(spectra, sort_keys=True, separators=(",", ":")) + "\n")
     prov = provenance(["python", "scripts/glue_adapter_rank.py"] + (argv if argv is not None else sys.argv[1:]))
     write_json(out / "provenance.json", prov)

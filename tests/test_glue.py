@@ -1042,6 +1042,9 @@ def test_the_offset_start_trains_reloads_merges_and_the_adapter_rank_script_expa
         stats = next(r for r in csv.DictReader(fh) if module.endswith(r["module"]))
     assert float(stats["linear_gap"]) == pytest.approx(float((delta - linear).norm() / delta.norm()), rel=1e-3)
     assert float(stats["arg_rms"]) == pytest.approx(float(arg.pow(2).mean().sqrt()), rel=1e-5)
+    # the control of the rank-k cut ran: trained + noise of the cut's norm, a score of its own
+    assert measured["metric_noise"] not in ("", "-") and float(measured["relative_norm_median"]) > 0
+    assert "trained + noise of the cut's norm - trained" in summary
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="needs the MiniLM tokenizer")

@@ -380,13 +380,20 @@ def test_update_stats_are_the_formulas_of_each_layer(factory, kwargs):
             assert st.linear_gap == pytest.approx(float((delta - linear).norm() / delta.norm()), rel=1e-3, abs=1e-9)
             assert st.energy_beyond_rank == pytest.approx(energy_beyond(delta, kwargs["r"]), rel=1e-3, abs=1e-12)
             assert st.stable_rank == pytest.approx(stable_rank(delta), rel=1e-5)
+            w0 = layer.get_base_layer().weight.detach().double()
+            assert st.relative_norm == pytest.approx(float(delta.norm() / w0.norm()), rel=1e-5)
             # the linear part in the base weight's layout (Conv1D: in x out), as get_delta_weight
             torch.testing.assert_close(layer.linearised_delta_weight("default").detach().double(),
                                        linear.T if layer.fan_in_fan_out else linear, rtol=1e-4, atol=1e-6)  # fp32
             assert st.linear_gap > 1e-3 and st.energy_beyond_rank > 1e-6  # the sine bends it, above rank r
+    model.merge_adapter()  # W0 is not at hand while merged: no relative norm, the other measures unchanged
+    merged = sinelr.peft.update_stats(model)
+    assert all(merged[n].relative_norm is None and merged[n].stable_rank == pytest.approx(stats[n].stable_rank, rel=1e-4)
+               for n in stats)
+    model.unmerge_adapter()
     plain = get_peft_model(factory()[0], LoraConfig(**{k: v for k, v in kwargs.items() if k != "omega"}))
     _randomize(plain, scale=0.3)
-    assert all(s.arg_rms is None and s.linear_gap is None and s.energy_beyond_rank < 1e-10
+    assert all(s.arg_rms is None and s.linear_gap is None and s.energy_beyond_rank < 1e-10 and s.relative_norm > 0
                for s in sinelr.peft.update_stats(plain).values())
     with pytest.raises(ValueError, match=r"adapter named 'other' \(adapters present: \['default'\]\)"):
         sinelr.peft.update_stats(model, "other")

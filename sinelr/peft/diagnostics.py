@@ -8,8 +8,9 @@ From PEFT's start (B = 0) the argument omega B A of a sine-LoRA update begins at
 update is a rank-r LoRA update (and, under Adam, sine-LoRA trains like LoRA+ with B's rate omega / g times A's;
 docs/peft.md). The rank above r that the sine can add needs arguments of order one (docs/theory.md). These numbers
 say where a trained adapter is: `arg_rms` and `arg_max` of the argument, `linear_gap`, the relative distance of the
-update from its linear part, and `energy_beyond_rank`, the share of ||delta W||_F^2 outside its top r singular
-directions (0 for a plain LoRA update, whose rank is r). Plain LoRA layers get the rank measures only.
+update from its linear part (for an offset start, its expansion around the start), `energy_beyond_rank`, the share of
+||delta W||_F^2 outside its top r singular directions (0 for a plain LoRA update, whose rank is r), and
+`relative_norm`, ||delta W|| / ||W0||. Plain LoRA layers get the rank measures and the relative norm only.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ class UpdateStats:
     stable_rank: float  # ||delta W||_F^2 / ||delta W||_op^2
     arg_rms: Optional[float] = None  # rms of omega B A over its entries (sine layers only)
     arg_max: Optional[float] = None  # max |omega B A|
-    linear_gap: Optional[float] = None  # ||delta W - (omega / g) scaling B A|| / ||delta W|| (0 for a zero update)
+    linear_gap: Optional[float] = None  # ||delta W - its linear part|| / ||delta W|| (0 for a zero update)
+    relative_norm: Optional[float] = None  # ||delta W||_F / ||W0||_F (None while the adapter is merged into W0)
 
 
 def adapted_layers(model: torch.nn.Module, adapter: str = "default") -> Dict[str, torch.nn.Module]:
@@ -46,6 +48,9 @@ def _layer_stats(layer, adapter: str) -> UpdateStats:
     delta = layer.get_delta_weight(adapter).detach().double()
     rank = int(layer.r[adapter])
     stats = dict(rank=rank, energy_beyond_rank=energy_beyond(delta, rank), stable_rank=stable_rank(delta))
+    if not getattr(layer, "merged", False):  # merged, the base layer holds W0 + delta W (DoRA: rescaled), not W0
+        base = float(layer.get_base_layer().weight.detach().double().norm())
+        stats["relative_norm"] = float(delta.norm()) / base if base > 0 else float("inf")
     if hasattr(layer, "sine_argument"):
         arg = layer.sine_argument(adapter).detach().double()
         linear = layer.linearised_delta_weight(adapter).detach().double()
