@@ -362,12 +362,17 @@ def main(argv=None) -> int:
     rows, module_rows = [], []
     for i, (folder, run, record, key) in enumerate(runs, 1):
         prev = old.get(key)
-        if prev and (not args.eval or run["point"]["method"] != "sine-lora" or prev.get("metric_rank_k")):
+        scored = bool(prev and prev.get("metric_rank_k"))
+        if prev and prev.get("relative_norm_median") and \
+                (not args.eval or run["point"]["method"] != "sine-lora" or scored):
             rows.append(prev)
             module_rows += [m for m in mod_old if m["folder"] == folder.name]
             continue
         print(f"[{i}/{len(runs)}] {folder.name}", flush=True)
-        row, per_module, spec = analyse(folder, run, record, evaluator, args.eval)
+        # a row from before the relative norm: its measures are redone (seconds), its scores kept (minutes each)
+        row, per_module, spec = analyse(folder, run, record, evaluator, args.eval and not scored)
+        if scored:
+            row.update({c: prev.get(c, "") for c in COLUMNS if c.startswith("metric_")})
         rows.append({"adapter_sha256": key, **row})
         module_rows += per_module
         spectra[folder.name] = spec

@@ -993,11 +993,26 @@ def test_adapter_rank_script_measures_the_trained_updates_and_never_reuses_a_sta
     capsys.readouterr()
     assert script["main"](argv) == 0
     assert "[" not in capsys.readouterr().out.split("# Does")[0]
+    # a row from before the relative norm: its measures are redone, its (slow) scores kept, not recomputed
+    old_rows = list(rows().values())
+    for r in old_rows:
+        r["relative_norm_median"] = ""
+        if r["method"] == "sine-lora":
+            r["metric_rank_k"] = "12.345"
+    with (out / "rows.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(old_rows[0]))
+        writer.writeheader()
+        writer.writerows(old_rows)
+    assert script["main"](argv) == 0
+    upgraded = rows()
+    assert all(float(r["relative_norm_median"]) > 0 for r in upgraded.values())
+    assert upgraded["sine-lora"]["metric_rank_k"] == "12.345" and upgraded["lora"]["energy_beyond_k_max"] == \
+        first["lora"]["energy_beyond_k_max"]
     weights = {k: (v * 3 if "lora_B" in k else v) for k, v in weights.items()}
     save_file(weights, str(folder / "adapter" / "adapter_model.safetensors"))
     assert script["main"](argv) == 0
     again = rows()
-    assert again["lora"] == first["lora"] and again["sine-lora"]["adapter_sha256"] != sine["adapter_sha256"]
+    assert again["lora"] == upgraded["lora"] and again["sine-lora"]["adapter_sha256"] != sine["adapter_sha256"]
     assert float(again["sine-lora"]["arg_max"]) == pytest.approx(3 * float(sine["arg_max"]), rel=1e-6)
     assert script["main"](["--run-dir", str(tmp_path / "nope")]) == 2
 
