@@ -8,15 +8,20 @@ delta W of every adapted projection (PEFT's own `get_delta_weight`, the update t
 - the share of ||delta W||_F^2 outside its top k singular directions (exactly 0 for LoRA, whose update has
   rank k) and its stable rank;
 - for sine-LoRA, the size of the sine's argument omega B A (rms and max over entries: sin x ~ x while |x| << 1)
-  and how far delta W is from its linearisation omega B A / g * scaling, a plain rank-k LoRA update
+  and how far delta W is from its linearisation omega B A / g * scaling, a plain rank-k LoRA update (for the
+  offset start, --init-argument-rms, its first-order expansion around the start); ||delta W|| / ||W0||
   (all from `sinelr.peft.update_stats`, the same check for any sine-LoRA model).
 
-With --eval each sine-LoRA model is also scored on its dev rows three ways, with the trained head: merged as
-trained (this must reproduce the table's row), with every delta W cut to its best rank-k approximation
-(`sinelr.spectral.truncate_rank`), and with every delta W linearised. If cutting delta W to rank k leaves the
-score where it was, the rank above k that the sine adds plays no part in what the model learned.
+With --eval each sine-LoRA model is also scored on its dev rows (a grid run's: its validation rows) four ways, with
+the trained head: merged as trained (this must reproduce the table's row), with every delta W cut to its best
+rank-k approximation (`sinelr.spectral.truncate_rank`), with every delta W linearised, and with Gaussian noise of
+the norm the cut removes added to every delta W (seeded). If cutting delta W to rank k leaves the score where it
+was, the rank above k that the sine adds plays no part in what the model learned; if the cut costs more than the
+noise, the part above rank k carries what the model uses, not only size.
 
     python scripts/glue_adapter_rank.py --eval    # results/glue/all-MiniLM-L6-v2-tab3-adapter-rank/
+    python scripts/glue_adapter_rank.py --eval --run-dir runs/glue/offset1_grid_k4_stsb_lr7e-4 \
+        --output-dir results/glue/offset1_grid_k4_stsb_lr7e-4-adapter-rank   # one grid folder
 
 Rows are keyed by the adapter file's sha256: a rerun skips adapters already measured and remeasures any
 that changed. Reads only finished run folders (adapter + metrics.json); a fine-tune still training is skipped.
