@@ -145,23 +145,26 @@ def analyse(folder: Path, run: dict, record: dict, evaluator: Evaluator, do_eval
                    arg_max=max(p["arg_max"] for p in per_module),
                    linear_gap_median=statistics.median(p["linear_gap"] for p in per_module))
         if do_eval:
-            with torch.no_grad():  # W0, delta W and its linear part of each layer, before merging changes W0
-                deltas = {name: (m.base_layer.weight.detach().clone(), m.get_delta_weight("default").double(),
-                                 m.linearised_delta_weight("default").double()) for name, m in layers.items()}
+            with torch.no_grad():  # W0, delta W, its rank-k cut and its linear part, before merging changes W0
+                deltas = {}
+                for name, m in layers.items():
+                    delta = m.get_delta_weight("default").double()
+                    deltas[name] = (m.base_layer.weight.detach().clone(), delta, truncate_rank(delta, point["rank"]),
+                                    m.linearised_delta_weight("default").double())
             merged = model.merge_and_unload()
             noise = torch.Generator().manual_seed(0)  # the same draws for every run
 
-            def plus_noise(d, lin):
+            def plus_noise(d, cut, lin):
                 z = torch.randn(d.shape, generator=noise, dtype=d.dtype)
-                return d + z * ((d - truncate_rank(d, point["rank"])).norm() / z.norm())
+                return d + z * ((d - cut).norm() / z.norm())
 
-            cut = {"trained": lambda d, lin: d, "rank_k": lambda d, lin: truncate_rank(d, point["rank"]),
-                   "linear": lambda d, lin: lin, "noise": plus_noise}
+            change = {"trained": lambda d, cut, lin: d, "rank_k": lambda d, cut, lin: cut,
+                      "linear": lambda d, cut, lin: lin, "noise": plus_noise}
             for variant in VARIANTS:
                 with torch.no_grad():
-                    for name, (w0, delta, linear) in deltas.items():
+                    for name, (w0, delta, cut, linear) in deltas.items():
                         weight = merged.get_submodule(name).weight
-                        weight.copy_((w0.double() + cut[variant](delta, linear)).to(weight.dtype))
+                        weight.copy_((w0.double() + change[variant](delta, cut, linear)).to(weight.dtype))
                 row[f"metric_{variant}"] = evaluator.score(merged, data)
     return row, [{"folder": folder.name, **p} for p in per_module], spectra
 

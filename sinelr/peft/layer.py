@@ -140,17 +140,20 @@ class SineLoraLinear(LoraLinear):
     def _is_meta(self, adapter: str) -> bool:
         return self.lora_A[adapter].weight.is_meta or self.lora_B[adapter].weight.is_meta
 
-    def sine_delta_out_in(self, adapter: str) -> torch.Tensor:
-        """sin(omega B A) / g * scaling as (out_features, in_features), in at least fp32.
-
-        On the meta device (low_cpu_mem_usage=True) only the shape and dtype exist: an empty meta tensor.
-        """
-        A, B = self.lora_A[adapter].weight, self.lora_B[adapter].weight
-        if self._is_meta(adapter):
+    def _scaled_sine(self, adapter: str, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        """sin(omega B A) / g * scaling of the adapter's omega, gain and scaling for factors A, B, (out x in) in at
+        least fp32; on the meta device (low_cpu_mem_usage=True) an empty meta tensor of that shape and dtype."""
+        if A.is_meta or B.is_meta:
             dtype = torch.promote_types(torch.promote_types(A.dtype, B.dtype), torch.float32)
             return torch.empty((B.shape[0], A.shape[1]), dtype=dtype, device="meta")
-        delta = sine_lowrank_weight(B, A.T, self.sine_omega[adapter], self.sine_gain[adapter]) * self.scaling[adapter]
-        start = self.sine_start_delta(adapter)
+        return sine_lowrank_weight(B, A.T, self.sine_omega[adapter], self.sine_gain[adapter]) * self.scaling[adapter]
+
+    def sine_delta_out_in(self, adapter: str) -> torch.Tensor:
+        """sin(omega B A) / g * scaling (minus its starting value for an offset start) as (out_features,
+        in_features), in at least fp32. On the meta device only the shape and dtype exist: an empty meta tensor.
+        """
+        delta = self._scaled_sine(adapter, self.lora_A[adapter].weight, self.lora_B[adapter].weight)
+        start = None if delta.is_meta else self.sine_start_delta(adapter)
         return delta if start is None else delta - start
 
     def _move_adapter_to_device_of_base_layer(self, adapter_name: str, device: Optional[torch.device] = None) -> None:
@@ -181,19 +184,24 @@ class SineLoraLinear(LoraLinear):
             return None
         A0, B0 = self.sine_start_A[adapter], self.sine_start_B[adapter]
         if A0.is_meta or B0.is_meta:
-            dtype = torch.promote_types(torch.promote_types(A0.dtype, B0.dtype), torch.float32)
-            return torch.empty((B0.shape[0], A0.shape[1]), dtype=dtype, device="meta")
-        key = (A0.data_ptr(), A0._version, B0.data_ptr(), B0._version, A0.dtype, B0.dtype, A0.device,
-               self.sine_omega[adapter], self.sine_gain[adapter], self.scaling[adapter])
+            return self._scaled_sine(adapter, A0, B0)
+        key = self._start_key(adapter) + (A0.dtype, B0.dtype, A0.device, self.sine_omega[adapter],
+                                          self.sine_gain[adapter], self.scaling[adapter])
         cache = self.__dict__.setdefault("_sine_start_cache", {})
         entry = cache.get(adapter)
         if entry is not None and entry[0] == key:
             return entry[1]
         with torch.no_grad():
-            start = sine_lowrank_weight(B0, A0.T, self.sine_omega[adapter], self.sine_gain[adapter])
-            start = start * self.scaling[adapter]
+            start = self._scaled_sine(adapter, A0, B0)
         cache[adapter] = (key, start)
         return start
+
+    def _start_key(self, adapter: str) -> tuple:
+        """Identity of an offset start's factors (storage and version: a load writes them in place, which bumps
+        the version); () for PEFT's start. Part of both cache keys."""
+        if not self.has_offset_start(adapter):
+            return ()
+        return tuple((t.data_ptr(), t._version) for t in (self.sine_start_A[adapter], self.sine_start_B[adapter]))
 
     def sine_argument(self, adapter: str) -> torch.Tensor:
         """omega B A, the sine's argument, as (out_features, in_features) in at least fp32."""
@@ -227,12 +235,9 @@ class SineLoraLinear(LoraLinear):
 
     def _cache_key(self, adapter: str) -> tuple:
         A, B = self.lora_A[adapter].weight, self.lora_B[adapter].weight
-        # an offset start's factors are part of delta W: a load that rewrites them (in place: a new version)
-        starts = tuple((t.data_ptr(), t._version) for t in (self.sine_start_A[adapter], self.sine_start_B[adapter])) \
-            if self.has_offset_start(adapter) else ()
         return (
             A.device, A.dtype, B.dtype, self.sine_omega[adapter], self.sine_gain[adapter], self.scaling[adapter],
-            torch.is_inference_mode_enabled(), starts,
+            torch.is_inference_mode_enabled(), self._start_key(adapter),  # an offset start's factors are in delta W
         )
 
     def cached_delta(self, adapter: str) -> Optional[torch.Tensor]:
