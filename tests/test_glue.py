@@ -691,6 +691,15 @@ def test_a_task_no_method_learns_is_excluded_from_averages_and_verdicts(tmp_path
     assert "| comparison | cola | rte (left out) |" in per_task
     assert "| sine-lora - lora, k=4 | +1.00 [+1.00, +1.00] (2 seeds) | +0.00 [+0.00, +0.00] (2 seeds) |" in per_task
     assert "![paired differences](paired_differences.png)" in md and (tmp_path / "out" / "paired_differences.png").is_file()
+    # the same decisions, machine-readable, for scripts that pair another folder's rows with this table
+    record = json.loads((tmp_path / "out" / "verdicts.json").read_text())
+    assert record["learned"] == ["cola"] and record["excluded"] == ["rte"] and record["bars"] == {"cola": 20, "rte": 58}
+    assert abs(record["baselines"]["rte"] - 52.71) < 0.01 and record["margin"] == 2.0
+    verdict = next(v for v in record["verdicts"] if v["comparison"] == "sine-lora vs lora, k=4")
+    assert (verdict["a"], verdict["b"], verdict["seeds"], verdict["diffs"]) == ("lora", "sine-lora", [0, 1], [1.0, 1.0])
+    assert (verdict["mean"], verdict["low"], verdict["high"], verdict["paper"]) == (1.0, 1.0, 1.0, 0.73)
+    rte = next(c for c in record["per_task"] if c["comparison"] == "sine-lora - lora, k=8" and c["task"] == "rte")
+    assert rte["diffs"] == [0.0, 0.0]
     assert _cli(["--tasks", "cola", "rte", "--ranks", "4", "8", "--omega", "50", "--render-only", "true",
                  "--learn-margin", "0", "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]) == 0
     assert "excluded (no method beats the majority class / chance by 0 points and reaches the task's bar): rte" in (tmp_path / "out" / "summary.md").read_text()

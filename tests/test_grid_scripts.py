@@ -1,6 +1,7 @@
 """The protocol scripts' grid readers (scripts/ladder.py, glue_grid_best.py, nerf_grid_best.py): the best point, the
 ladder's next point past an edge, and the one-line tables the summaries quote, on grid folders written here."""
 import csv
+import json
 import subprocess
 import sys
 
@@ -218,3 +219,55 @@ def test_glue_remaining_lists_the_missing_tab3_cells_in_run_order_with_estimates
     assert out[dora] == f"tab3-dora: 60 cells left, about {dora_total / 3600:.1f} core-hours"
     assert out[dora + 1] == "  k=4 seed 0 cola dora: ~15 min" and len(out) == dora + 61
     assert _run("glue_remaining.py", tmp_path, "--csv", "nope.csv").returncode != 0
+
+
+def _offset_folders(tmp_path, offset_lr=7e-4, **offset_config):
+    """Tab. 3 (LoRA and B = 0 sine-LoRA, k = 4 and 8, seeds 0-2, cola / sst2 / rte; rte not learned) and an offset
+    folder (sine-LoRA k = 4, seeds 0-2): offset = B = 0 sine + 1 + seed on every task; LoRA = B = 0 sine + 2."""
+    fields = ["task", "method", "rank", "omega", "seed", "metric", "lr"]
+    config = {"omega": 200.0, "schedule": "tab3", "val_fraction": 0.0, "init_argument_rms": None,
+              "output_dir": "a", "methods": ["lora", "sine-lora"], "ranks": [4, 8]}
+    base = {"cola": 20.0, "sst2": 85.0, "rte": 55.0}
+    tab3, offset = [], []
+    for task, b in base.items():
+        for seed in (0, 1, 2):
+            for k in (4, 8):
+                tab3.append(dict(task=task, method="sine-lora", rank=k, omega=200.0, seed=seed, metric=b + k, lr=7e-4))
+                tab3.append(dict(task=task, method="lora", rank=k, omega="", seed=seed, metric=b + k + 2, lr=2e-3))
+            offset.append(dict(task=task, method="sine-lora", rank=4, omega=200.0, seed=seed, metric=b + 4 + 1 + seed,
+                               lr=offset_lr))
+    for name, rows, cfg in (("tab3", tab3, config),
+                            ("offset", offset, {**config, "init_argument_rms": 1.0, "output_dir": "b",
+                                                "methods": ["sine-lora"], "ranks": [4], **offset_config})):
+        _write(tmp_path / name / "summary.csv", fields, rows)
+        (tmp_path / name / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "tab3" / "verdicts.json").write_text(json.dumps({"learned": ["cola", "sst2"], "excluded": ["rte"]}))
+    return ["--tab3-dir", str(tmp_path / "tab3"), "--offset-dir", str(tmp_path / "offset")]
+
+
+def test_glue_offset_pairs_the_offset_rows_with_tab3_on_its_learned_tasks(tmp_path):
+    out = _run("glue_offset.py", tmp_path, *_offset_folders(tmp_path))
+    assert out.returncode == 0, out.stderr
+    # offset - B = 0 sine: 1, 2, 3 per seed on each task -> +2.00, t(2) 4.303 * 1 / sqrt(3) = 2.48
+    assert ("| offset k=4 - sine-LoRA B = 0 k=4 | 3 | +2.00 [-0.48, +4.48] (3 seeds) | no difference shown | "
+            "+2.00 [-0.48, +4.48] (3 seeds) |") in out.stdout
+    # against LoRA k = 4 (2 above B = 0 sine): 0.00; against LoRA k = 8 (k + 2 = 10 above base): -4.00; the learned
+    # average leaves RTE out but RTE still gets its own column
+    assert "| offset k=4 - LoRA k=4 | 3 | +0.00 [-2.48, +2.48] (3 seeds) |" in out.stdout
+    assert "| offset k=4 - LoRA k=8 | 3 | -4.00 [-6.48, -1.52] (3 seeds) | LoRA better |" in out.stdout
+    assert "| comparison | seeds | learned-task avg | verdict | cola | sst2 | rte (left out) |" in out.stdout
+    assert "| sine-LoRA offset 1 | 4 | 26.00 (3) | 91.00 (3) | 61.00 (3) |" in out.stdout
+    assert "Learned tasks (Tab. 3's verdicts.json): cola, sst2." in out.stdout
+
+
+def test_glue_offset_refuses_folders_that_differ_in_more_than_the_start(tmp_path):
+    out = _run("glue_offset.py", tmp_path, *_offset_folders(tmp_path, schedule="learn"))
+    assert out.returncode != 0 and "schedule: 'tab3' (Tab. 3) vs 'learn' (offset)" in out.stderr
+    out = _run("glue_offset.py", tmp_path, *_offset_folders(tmp_path, init_argument_rms=None))
+    assert out.returncode != 0 and "was not run with --init-argument-rms" in out.stderr
+    out = _run("glue_offset.py", tmp_path, *_offset_folders(tmp_path, offset_lr=2e-3))
+    assert out.returncode != 0 and "rows at another rate than Tab. 3's sine-LoRA: cola k=4 seed 0: 0.002 vs 0.0007" in out.stderr
+    args = _offset_folders(tmp_path)
+    (tmp_path / "tab3" / "verdicts.json").unlink()
+    out = _run("glue_offset.py", tmp_path, *args)
+    assert out.returncode != 0 and "verdicts.json is missing (re-render Tab. 3" in out.stderr

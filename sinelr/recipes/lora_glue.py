@@ -34,7 +34,7 @@ from sinelr.report import CONFIG_FILES, ResultsTable, carry_report_text, markdow
 from sinelr.stats import seeds_for_half_width
 from sinelr.sweep import Sweep, SweepSpec, fingerprint_of, recover_folder
 
-__all__ = ["Config", "run", "grid", "run_one", "render", "SPEC", "PAPER_DIFFS"]
+__all__ = ["Config", "run", "grid", "run_one", "render", "SPEC", "PAPER_DIFFS", "VERDICTS_FILE"]
 
 # Paper Tab. 3 (RoBERTa/DeBERTa-class model, full GLUE): average over tasks, LoRA / sine-LoRA per rank k.
 PAPER_AVERAGES = {1: (85.63, 85.95), 2: (85.99, 86.44), 4: (86.41, 87.14), 8: (86.57, 86.99)}
@@ -45,6 +45,7 @@ FULL = "full"  # every weight of the model fine-tuned, no adapter: the ceiling o
 GLUE_METHODS = (FULL,) + tuple(METHODS)
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"  # the checkout's configs/ (schedule files)
 DATA_WHAT = "the GLUE task folders (CoLA/, SST-2/, MRPC/, STS-B/, RTE/, ...)"
+VERDICTS_FILE = "verdicts.json"  # summary.md's learned tasks, verdicts and per-task comparisons, for scripts to read
 
 SPEC = SweepSpec(
     "glue", RESULT_COLUMNS, RESULT_KEY,
@@ -760,6 +761,32 @@ def render(config: Config, rows: List[Dict[str, Any]], folder: Path) -> None:
     lines += _peer_section(cells, params, learned)
     lines += _omega_section(config, rows, folder)
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
+    write_json(folder / VERDICTS_FILE, _verdicts_record(cells, tasks, learned, baselines, bars, config.learn_margin))
+
+
+def _comparison_record(comp) -> Dict[str, Any]:
+    """A PairedComparison as JSON (an interval that one seed cannot give is null, not NaN)."""
+    def finite(x: float) -> Optional[float]:
+        return x if math.isfinite(x) else None
+    return {"a": comp.a_name, "b": comp.b_name, "seeds": list(comp.seeds), "diffs": list(comp.diffs),
+            "mean": finite(comp.mean), "low": finite(comp.low), "high": finite(comp.high), "verdict": comp.verdict}
+
+
+def _verdicts_record(cells, tasks: List[str], learned: List[str], baselines: Dict[str, float],
+                     bars: Dict[str, float], margin: float) -> Dict[str, Any]:
+    """What summary.md decides, machine-readable: which tasks count (and why), each verdict on the learned-task
+    average and each task alone (b - a, paired by seed)."""
+    excluded = [t for t in tasks if t not in learned]
+    per_task = _per_task_comparisons(cells, learned + excluded)
+    return {
+        "learned": learned, "excluded": excluded, "baselines": baselines,
+        "bars": {t: v for t, v in bars.items() if t in tasks}, "margin": margin,
+        "verdicts": [{"comparison": label, **_comparison_record(comp),
+                      "paper": None if paper is None else round(paper, 2)}
+                     for label, comp, _, paper in (_verdict_comparisons(cells, learned) if learned else [])],
+        "per_task": [{"comparison": f"{sine} - {base}, k={k}", "task": t, **_comparison_record(c)}
+                     for (base, sine, k), comps in per_task.items() for t, c in comps.items()],
+    }
 
 
 # --------------------------------------------------------------------------------------------- run
