@@ -1,6 +1,7 @@
 """Measurement helpers shared by the benchmark scripts (run as `python benchmarks/bench_*.py`).
 
-- `saved_bytes`: what autograd keeps for backward;
+- `saved_bytes`: what autograd keeps for backward; `saved_bytes_allocated`: the part of it a forward allocates
+  itself (not parameters, buffers, caches or the input, which live across steps anyway);
 - `interleaved`: round-robin timing of several methods, so load drift hits all of them alike;
 - `Stats` / `ratio_stats`: min, median, spread, and per-round ratios between methods;
 - `MachineLoad`: load average and the CPU time used by *other* processes before and during a run,
@@ -52,6 +53,24 @@ def saved_bytes(module: nn.Module, x: torch.Tensor, autocast: Callable = context
     total = sum(n for n, _ in seen.values())
     return total, sum(n for n, is_param in seen.values() if not is_param)
 
+
+
+def saved_bytes_allocated(module: nn.Module, x: torch.Tensor, autocast: Callable = contextlib.nullcontext) -> int:
+    """Bytes of the storages a forward of `module(x)` saves for backward that it allocated itself: those saved by a
+    second forward and not by the first while the first one's graph is alive (a storage both save lives across
+    steps: a parameter, buffer, cache or the input; a fresh one cannot sit at an address the first still holds)."""
+    seen: List[Dict[int, int]] = [{}, {}]
+    outs = []
+    for i in range(2):
+        def pack(t: torch.Tensor, i: int = i) -> torch.Tensor:
+            seen[i][t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with autocast():
+                outs.append(module(x))
+    del outs
+    return sum(n for ptr, n in seen[1].items() if ptr not in seen[0])
 
 # ---- timing ------------------------------------------------------------------------------------------
 def sync(device: torch.device | str) -> None:

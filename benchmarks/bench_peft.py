@@ -37,12 +37,13 @@ from sinelr.peft import SineLoraConfig  # noqa: E402
 
 from _common import (  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
     Stats, add_common_args, check_args, compile_env, fmt_ratio, interleaved, provenance, ratio_stats,
-    saved_bytes, start_load_check, write_report,
+    saved_bytes, saved_bytes_allocated, start_load_check, write_report,
 )
 
 MiB = 2**20
 BASE, FLOOR = "frozen base nn.Linear", "3-GEMM floor (trainable nn.Linear)"
 EAGER, COMPILED = "sinelr sine-LoRA, eager chain", "sinelr sine-LoRA, compiled chain"
+OFFSET = "sinelr sine-LoRA, offset start (init_argument_rms=1), eager"
 TARGET = 1.05  # issue 19: sine-LoRA fwd+bwd <= 1.05x its 3-GEMM floor, in every run
 # set by main(): where and in which dtype to run (--device, --dtype)
 DEVICE = torch.device("cpu")
@@ -82,6 +83,9 @@ def _layers(n_in: int, n_out: int, r: int, omega: float, seed: int = 0) -> dict[
         omega, math.sqrt(n_in), sine_layer.scaling["default"],
     )
     floor = copy.deepcopy(base).requires_grad_(True)
+    # the offset start: non-zero frozen B0, A0 whose update is subtracted (one more out x in matrix, cached)
+    offset = get_peft_model(nn.Sequential(copy.deepcopy(base)), SineLoraConfig(
+        r=r, lora_alpha=2 * r, omega=omega, init_argument_rms=1.0, target_modules=["0"]))
     return {
         BASE: base,
         FLOOR: floor,
@@ -89,6 +93,7 @@ def _layers(n_in: int, n_out: int, r: int, omega: float, seed: int = 0) -> dict[
         "authors' sine-LoRA (naive autograd)": authors,
         EAGER: sine_layer,
         COMPILED: copy.deepcopy(sine_layer),
+        OFFSET: offset.base_model.model[0],
     }
 
 
@@ -113,8 +118,9 @@ def bench_layers(n: int, r: int, tokens: int, omega: float, warmup: int, repeats
         ours = layers[EAGER](x)
         if not torch.allclose(ref, ours, atol=1e-3, rtol=1e-4):
             raise RuntimeError(f"sine-LoRA differs from the authors' form by {(ref - ours).abs().max():.3g}")
-    modes = {COMPILED: "1", EAGER: "0"}
-    memory = {name: saved_bytes(layer, x, AUTOCAST) for name, layer in layers.items()} if with_memory else {}
+    modes = {COMPILED: "1", EAGER: "0", OFFSET: "0"}
+    memory = {name: saved_bytes(layer, x, AUTOCAST) + (saved_bytes_allocated(layer, x, AUTOCAST),)
+              for name, layer in layers.items()} if with_memory else {}
     times = interleaved({name: fwd_bwd(layer, x, grad, modes.get(name)) for name, layer in layers.items()},
                         warmup, repeats, DEVICE)
     rows = []
@@ -122,8 +128,9 @@ def bench_layers(n: int, r: int, tokens: int, omega: float, warmup: int, repeats
         row = {"shape": f"{n}x{n} r={r}", "method": name, "t": Stats.of(times[name]),
                "x_base": ratio_stats(times[name], times[BASE]), "x_floor": ratio_stats(times[name], times[FLOOR])}
         if with_memory:
-            total, act = memory[name]
-            row.update(saved_MiB=total / MiB, saved_ratio=total / memory[BASE][0], saved_act_MiB=act / MiB)
+            total, act, fresh = memory[name]
+            row.update(saved_MiB=total / MiB, saved_ratio=total / memory[BASE][0], saved_act_MiB=act / MiB,
+                       saved_fresh_MiB=fresh / MiB)
         rows.append(row)
     return rows
 
@@ -208,14 +215,16 @@ def main(argv: list[str] | None = None) -> str:
             f"## Run {i + 1}: layer fwd+bwd",
             "",
             "| shape | method | min ms | median ms | IQR | / base | / 3-GEMM floor |"
-            + (" saved for bwd MiB | saved / base | saved excl. params MiB |" if i == 0 else ""),
-            "|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if i == 0 else ""),
+            + (" saved for bwd MiB | saved / base | saved excl. params MiB | saved, allocated by the step MiB |"
+               if i == 0 else ""),
+            "|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|" if i == 0 else ""),
         ]
         for row in rows:
             line = (f"| {row['shape']} | {row['method']} | {row['t'].ms()} | {fmt_ratio(row['x_base'])} | "
                     f"{fmt_ratio(row['x_floor'])} |")
             if i == 0:
-                line += f" {row['saved_MiB']:.1f} | {row['saved_ratio']:.2f}x | {row['saved_act_MiB']:.1f} |"
+                line += (f" {row['saved_MiB']:.1f} | {row['saved_ratio']:.2f}x | {row['saved_act_MiB']:.1f} | "
+                         f"{row['saved_fresh_MiB']:.1f} |")
             lines.append(line)
         lines += [
             "",

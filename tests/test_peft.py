@@ -476,6 +476,50 @@ def test_offset_start_cache_follows_a_load_into_the_same_model():
         torch.testing.assert_close(first(**inputs), _out(second, inputs), atol=1e-6, rtol=1e-6)
 
 
+def _saved_per_step(model, x):
+    """Bytes of the storages a training forward saves for backward that it allocated itself: those saved by a second
+    forward and not by the first while the first one's graph (and its saved tensors) is still alive."""
+    seen = [{}, {}]
+    outs = []
+    for i in range(2):
+        def pack(t, i=i):
+            seen[i][t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            outs.append(model(x))
+    return sum(n for ptr, n in seen[1].items() if ptr not in seen[0])
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1], ids=["fused", "dropout"])
+def test_offset_start_saves_no_out_by_in_matrix_per_step(dropout):
+    """The offset start's frozen part, W0 - sin(omega B0 A0) / g * scaling, is cached: a training step saves what
+    PEFT's start saves (nothing out x in), and the cache follows an in-place change of the base weight."""
+    x = torch.randn(8, 96)
+    per_step = {}
+    for rms in (None, 1.0):
+        torch.manual_seed(0)
+        model = get_peft_model(nn.Sequential(nn.Linear(96, 64)), SineLoraConfig(
+            r=2, omega=30.0, lora_dropout=dropout, target_modules=["0"], init_argument_rms=rms)).train()
+        per_step[rms] = _saved_per_step(model, x)
+    assert per_step[1.0] == per_step[None] < 4 * 96 * 64
+    layer = model.base_model.model[0]
+    A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    with torch.no_grad():
+        B.add_(0.05)
+        layer.get_base_layer().weight.mul_(2.0)  # an in-place change of W0 (its version moves): no stale cache
+    if dropout:
+        layer.lora_dropout["default"].p = 0.0  # the same path, now without noise, to compare with the formula
+    start = torch.sin(30.0 * (layer.sine_start_B["default"] @ layer.sine_start_A["default"]))
+    delta = (torch.sin(30.0 * (B @ A)) - start) / math.sqrt(96) * layer.scaling["default"]
+    expected = nn.functional.linear(x, layer.get_base_layer().weight + delta, layer.get_base_layer().bias)
+    torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+    # a base weight that takes gradients is not cached: its gradient is x^T dy as for any linear layer
+    layer.get_base_layer().weight.requires_grad_(True)
+    y = model(x)
+    (gW,) = torch.autograd.grad(y.sum(), (layer.get_base_layer().weight,))
+    torch.testing.assert_close(gW, torch.ones(8, 64).T @ x)
+
+
 def test_offset_start_adapter_and_config_must_agree(tmp_path):
     model, inputs = _peft(_mlp, {**TEST_CASES[0][2], "init_argument_rms": 1.0})
     _randomize(model)

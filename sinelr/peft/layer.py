@@ -122,10 +122,7 @@ class SineLoraLinear(LoraLinear):
                 weight = delta if not with_base else self.base_weight_out_in().to(delta.dtype) + delta
                 b = None if bias is None else bias.to(compute)
                 return F.linear(x.to(compute), weight.to(compute), b)
-        base = self.base_weight_out_in() if with_base else None
-        start = self.sine_start_delta(adapter)
-        if start is not None:  # the offset start: W0 - sin(omega B0 A0) / g * scaling (or its negative part alone)
-            base = -start if base is None else base.to(start.dtype) - start
+        base = self._offset_base(adapter, self.base_weight_out_in() if with_base else None)
         return sine_lowrank_linear(
             x,
             self.lora_B[adapter].weight,
@@ -175,26 +172,41 @@ class SineLoraLinear(LoraLinear):
         return adapter in self.sine_start_A
 
     def sine_start_delta(self, adapter: str) -> Optional[torch.Tensor]:
-        """sin(omega B0 A0) / g * scaling (out x in, fp32 or wider, no grad) of an offset start, else None.
-
-        Cached per adapter (one out x in matrix) until the buffers change (a load writes them in place, which
-        bumps their version), or omega, gain, scaling, dtype or device change; `_drop_cached_deltas` drops it.
-        """
+        """sin(omega B0 A0) / g * scaling (out x in, fp32 or wider, no grad) of an offset start, else None."""
         if not self.has_offset_start(adapter):
             return None
+        with torch.no_grad():
+            return self._scaled_sine(adapter, self.sine_start_A[adapter], self.sine_start_B[adapter])
+
+    def _offset_base(self, adapter: str, base: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The frozen matrix the op adds to sin(omega B A) / g * scaling: `base` (W0, or None for the update alone)
+        for PEFT's start; W0 - sin(omega B0 A0) / g * scaling (or its negative part alone) for an offset start.
+
+        The offset form is cached per adapter and form (one out x in matrix) until the starting factors, omega, gain,
+        scaling or the base weight (storage, version, dtype) change, or `_drop_cached_deltas` drops it (train(),
+        merge, a device move): a training step then allocates no out x in matrix for it, and what the op saves for
+        backward is that cached matrix. A base weight that takes gradients is never cached (its graph is per step).
+        """
+        if not self.has_offset_start(adapter):
+            return base
         A0, B0 = self.sine_start_A[adapter], self.sine_start_B[adapter]
-        if A0.is_meta or B0.is_meta:
-            return self._scaled_sine(adapter, A0, B0)
+        trainable = base is not None and base.requires_grad and torch.is_grad_enabled()
+        if trainable or A0.is_meta or B0.is_meta or (base is not None and base.is_meta):
+            start = self.sine_start_delta(adapter)
+            return -start if base is None else base.to(start.dtype) - start
         key = self._start_key(adapter) + (A0.dtype, B0.dtype, A0.device, self.sine_omega[adapter],
                                           self.sine_gain[adapter], self.scaling[adapter])
+        if base is not None:
+            key += (base.data_ptr(), base._version, base.dtype, base.device, tuple(base.shape), base.stride())
         cache = self.__dict__.setdefault("_sine_start_cache", {})
-        entry = cache.get(adapter)
+        entry = cache.get((adapter, base is not None))
         if entry is not None and entry[0] == key:
             return entry[1]
+        start = self.sine_start_delta(adapter)
         with torch.no_grad():
-            start = self._scaled_sine(adapter, A0, B0)
-        cache[adapter] = (key, start)
-        return start
+            value = -start if base is None else base.to(start.dtype) - start
+        cache[(adapter, base is not None)] = (key, value)
+        return value
 
     def _start_key(self, adapter: str) -> tuple:
         """Identity of an offset start's factors (storage and version: a load writes them in place, which bumps
