@@ -490,8 +490,9 @@ def _saved_per_step(model, x):
     return sum(n for ptr, n in seen[1].items() if ptr not in seen[0])
 
 
+@pytest.mark.parametrize("use_dora", [False, True], ids=["sine-LoRA", "sine-DoRA"])
 @pytest.mark.parametrize("dropout", [0.0, 0.1], ids=["fused", "dropout"])
-def test_offset_start_saves_no_out_by_in_matrix_per_step(dropout):
+def test_offset_start_saves_no_out_by_in_matrix_per_step(dropout, use_dora):
     """The offset start's frozen part, W0 - sin(omega B0 A0) / g * scaling, is cached: a training step saves what
     PEFT's start saves (nothing out x in), and the cache follows an in-place change of the base weight."""
     x = torch.randn(8, 96)
@@ -499,7 +500,8 @@ def test_offset_start_saves_no_out_by_in_matrix_per_step(dropout):
     for rms in (None, 1.0):
         torch.manual_seed(0)
         model = get_peft_model(nn.Sequential(nn.Linear(96, 64)), SineLoraConfig(
-            r=2, omega=30.0, lora_dropout=dropout, target_modules=["0"], init_argument_rms=rms)).train()
+            r=2, omega=30.0, lora_dropout=dropout, target_modules=["0"], init_argument_rms=rms,
+            use_dora=use_dora)).train()
         per_step[rms] = _saved_per_step(model, x)
     assert per_step[1.0] == per_step[None] < 4 * 96 * 64
     layer = model.base_model.model[0]
@@ -511,13 +513,17 @@ def test_offset_start_saves_no_out_by_in_matrix_per_step(dropout):
         layer.lora_dropout["default"].p = 0.0  # the same path, now without noise, to compare with the formula
     start = torch.sin(30.0 * (layer.sine_start_B["default"] @ layer.sine_start_A["default"]))
     delta = (torch.sin(30.0 * (B @ A)) - start) / math.sqrt(96) * layer.scaling["default"]
-    expected = nn.functional.linear(x, layer.get_base_layer().weight + delta, layer.get_base_layer().bias)
+    weight = layer.get_base_layer().weight + delta
+    # DoRA's m / ||W0 + delta W|| per row (the norm a constant), m as initialised from the first W0
+    rows = layer.lora_magnitude_vector["default"].weight / torch.linalg.norm(weight, dim=1) if use_dora else 1.0
+    expected = nn.functional.linear(x, weight * torch.as_tensor(rows)[..., None], layer.get_base_layer().bias)
     torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
-    # a base weight that takes gradients is not cached: its gradient is x^T dy as for any linear layer
+    # a base weight that takes gradients is not cached: its gradient is dy^T x (DoRA: rows scaled) as for any
+    # linear layer
     layer.get_base_layer().weight.requires_grad_(True)
     y = model(x)
     (gW,) = torch.autograd.grad(y.sum(), (layer.get_base_layer().weight,))
-    torch.testing.assert_close(gW, torch.ones(8, 64).T @ x)
+    torch.testing.assert_close(gW, (torch.ones(8, 64) * torch.as_tensor(rows).detach()).T @ x)
 
 
 def test_offset_start_adapter_and_config_must_agree(tmp_path):

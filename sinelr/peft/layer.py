@@ -122,7 +122,7 @@ class SineLoraLinear(LoraLinear):
                 weight = delta if not with_base else self.base_weight_out_in().to(delta.dtype) + delta
                 b = None if bias is None else bias.to(compute)
                 return F.linear(x.to(compute), weight.to(compute), b)
-        base = self._offset_base(adapter, self.base_weight_out_in() if with_base else None)
+        base = self.offset_base(adapter, self.base_weight_out_in() if with_base else None)
         return sine_lowrank_linear(
             x,
             self.lora_B[adapter].weight,
@@ -178,7 +178,7 @@ class SineLoraLinear(LoraLinear):
         with torch.no_grad():
             return self._scaled_sine(adapter, self.sine_start_A[adapter], self.sine_start_B[adapter])
 
-    def _offset_base(self, adapter: str, base: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    def offset_base(self, adapter: str, base: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """The frozen matrix the op adds to sin(omega B A) / g * scaling: `base` (W0, or None for the update alone)
         for PEFT's start; W0 - sin(omega B0 A0) / g * scaling (or its negative part alone) for an offset start.
 

@@ -37,9 +37,12 @@ class SineDoraLinearVariant(DoraLinearVariant):
             return torch.empty(base.shape[0], dtype=work, device="meta")
         with torch.no_grad():
             delta = module.cached_delta(adapter)
-            if delta is None:
-                delta = module.sine_delta_out_in(adapter)
-            return torch.linalg.vector_norm(base.to(work) + delta, dim=1)
+            if delta is not None:
+                return torch.linalg.vector_norm(base.to(work) + delta, dim=1)
+            # W0 (or an offset start's cached W0 - sin(omega B0 A0) / g * scaling) + sin(omega B A) / g * scaling
+            shifted = module.offset_base(adapter, base)
+            sine = module._scaled_sine(adapter, module.lora_A[adapter].weight, module.lora_B[adapter].weight)
+            return torch.linalg.vector_norm(shifted.to(work) + sine, dim=1)
 
     @staticmethod
     def init(module: Any, adapter_name: str, **kwargs: Any) -> None:
