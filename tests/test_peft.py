@@ -518,6 +518,12 @@ def test_offset_start_saves_no_out_by_in_matrix_per_step(dropout, use_dora):
     rows = layer.lora_magnitude_vector["default"].weight / torch.linalg.norm(weight, dim=1) if use_dora else 1.0
     expected = nn.functional.linear(x, weight * torch.as_tensor(rows)[..., None], layer.get_base_layer().bias)
     torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+    # a forward under torch.inference_mode in train mode leaves no inference tensor for the next step to save
+    model.train()  # drops the caches: the next forward builds them under inference mode
+    with torch.inference_mode():
+        model(x)
+    y = model(x)
+    torch.autograd.grad(y.sum(), (B,))
     # a base weight that takes gradients is not cached: its gradient is dy^T x (DoRA: rows scaled) as for any
     # linear layer
     layer.get_base_layer().weight.requires_grad_(True)

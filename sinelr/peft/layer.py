@@ -183,9 +183,10 @@ class SineLoraLinear(LoraLinear):
         for PEFT's start; W0 - sin(omega B0 A0) / g * scaling (or its negative part alone) for an offset start.
 
         The offset form is cached per adapter and form (one out x in matrix) until the starting factors, omega, gain,
-        scaling or the base weight (storage, version, dtype) change, or `_drop_cached_deltas` drops it (train(),
-        merge, a device move): a training step then allocates no out x in matrix for it, and what the op saves for
-        backward is that cached matrix. A base weight that takes gradients is never cached (its graph is per step).
+        scaling, inference mode or the base weight (storage, version, dtype) change, or `_drop_cached_deltas` drops
+        it (train(), merge, a device move): a training step then allocates no out x in matrix for it, and what the op
+        saves for backward is that cached matrix. A base weight that takes gradients is never cached (its graph is
+        per step).
         """
         if not self.has_offset_start(adapter):
             return base
@@ -194,8 +195,10 @@ class SineLoraLinear(LoraLinear):
         if trainable or A0.is_meta or B0.is_meta or (base is not None and base.is_meta):
             start = self.sine_start_delta(adapter)
             return -start if base is None else base.to(start.dtype) - start
+        # inference mode is in the key: a tensor made under it cannot be saved for backward by a later step
         key = self._start_key(adapter) + (A0.dtype, B0.dtype, A0.device, self.sine_omega[adapter],
-                                          self.sine_gain[adapter], self.scaling[adapter])
+                                          self.sine_gain[adapter], self.scaling[adapter],
+                                          torch.is_inference_mode_enabled())
         if base is not None:
             key += (base.data_ptr(), base._version, base.dtype, base.device, tuple(base.shape), base.stride())
         cache = self.__dict__.setdefault("_sine_start_cache", {})
