@@ -42,7 +42,7 @@ tune() {
   done
   for method in "$@"; do python scripts/glue_grid_best.py "$task" $method --prefix "$prefix" --table; done
 }
-step=${1:?usage: glue_protocol.sh grid TASK | double | cola-check | tab3 | dora-grid TASK | tab3-dora | peers-grid TASK | peers | offset-grid TASK [RMS] | tab3-render | tab3-bf16-render}
+step=${1:?usage: glue_protocol.sh grid TASK | double | cola-check | tab3 | dora-grid TASK | tab3-dora | peers-grid TASK | peers | offset-grid TASK [RMS] | tab3-offset [RMS] | tab3-render | tab3-bf16-render}
 case $step in
 grid)
   # Step 2: per-method lr (x1/3, x1, x3 of the task's step-1 rate) at k = 4, seed 0, scored on a fixed 10% of
@@ -87,6 +87,27 @@ offset-grid)
   task=${2:?the task to tune on (sst2 and stsb, like step 2)}
   rms=${3:-1}
   tune "$task" "offset${rms}_" "7e-4 2e-3" "$LADDER" "--ranks 4 --init-argument-rms $rms" sine-lora
+  ;;
+tab3-offset)
+  # Beyond the paper: Tab. 3's sine-LoRA cells from the offset start S (default 1), k = 4 then 1, seeds 0 1 2, under
+  # Tab. 3's schedule and per-task rates: the offset grid's best rate equals sine-LoRA's B = 0 best on SST-2 and STS-B
+  # (checked here first). Into results/glue/all-MiniLM-L6-v2-tab3-offset<S>; scripts/glue_offset.py pairs its rows by
+  # seed with Tab. 3's LoRA and B = 0 sine-LoRA rows (versus_tab3.md in the same folder).
+  rms=${2:-1}
+  for t in sst2 stsb; do
+    offset=$(python scripts/glue_grid_best.py $t sine-lora --prefix "offset${rms}_")
+    plain=$(python scripts/glue_grid_best.py $t sine-lora)
+    if [ "$offset" != "$plain" ]; then
+      echo "the offset start's best rate on $t ($offset) is not sine-LoRA's ($plain): give it its own rates first" >&2
+      exit 1
+    fi
+  done
+  out=all-MiniLM-L6-v2-tab3-offset$rms
+  for ranks in 4 1; do
+    $T3_SCHEDULE --init-argument-rms $rms --tasks cola sst2 stsb mrpc rte --methods sine-lora --ranks $ranks \
+      --seeds 0 1 2 --output-dir results/glue/$out --run-dir runs/glue/$out
+    python scripts/glue_offset.py --offset-dir results/glue/$out --output results/glue/$out/versus_tab3.md
+  done
   ;;
 tab3-dora)
   # Step 3's second table: DoRA vs sine-DoRA at k = 4 and 8, seeds 0 1 2, at the rates of configs/glue_tab3.yaml
