@@ -367,7 +367,11 @@ def main(argv=None) -> int:
     evaluator = Evaluator(args.model, args.data_dir)
     runs = [(folder, run, record, sha256(folder / "adapter" / "adapter_model.safetensors"))
             for folder, run, record in finished_runs(args.run_dir)]
-    rows, module_rows = [], []
+    # rows of run folders no longer on disk (runs/ is git-ignored: a fresh checkout has none of the earlier ones) are
+    # kept as measured; a folder still there but holding another adapter (a rerun) is measured again
+    present = {folder.name for folder, *_ in runs}
+    kept = [r for r in old.values() if r["folder"] not in present]
+    rows, module_rows = [], [m for m in mod_old if m["folder"] in {r["folder"] for r in kept}]
     for i, (folder, run, record, key) in enumerate(runs, 1):
         prev = old.get(key)
         scored = bool(prev and prev.get("metric_rank_k"))
@@ -386,7 +390,8 @@ def main(argv=None) -> int:
         spectra[folder.name] = spec
         # progress survives an interruption: the rows so far and the earlier rows of adapters not reached yet
         later = [old[k] for *_, k in runs[i:] if k in old]
-        write_csv(out / "rows.csv", COLUMNS, rows + later)
+        write_csv(out / "rows.csv", COLUMNS, rows + later + kept)
+    rows += kept
     live = {r["folder"] for r in rows}
     spectra = {k: v for k, v in spectra.items() if k in live}
     write_csv(out / "rows.csv", COLUMNS, rows)

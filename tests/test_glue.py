@@ -1023,6 +1023,17 @@ def test_adapter_rank_script_measures_the_trained_updates_and_never_reuses_a_sta
     again = rows()
     assert again["lora"] == upgraded["lora"] and again["sine-lora"]["adapter_sha256"] != sine["adapter_sha256"]
     assert float(again["sine-lora"]["arg_max"]) == pytest.approx(3 * float(sine["arg_max"]), rel=1e-6)
+    # a run folder gone from disk (runs/ is git-ignored: a fresh checkout) keeps its measured row and module rows
+    import shutil
+
+    lora_folder = next(p for p in runs.iterdir() if "-methodlora-" in p.name)
+    with (out / "modules.csv").open() as fh:
+        lora_modules = [r for r in csv.DictReader(fh) if r["folder"] == lora_folder.name]
+    shutil.rmtree(lora_folder)
+    assert script["main"](argv) == 0
+    assert rows() == again and len(lora_modules) == 4
+    with (out / "modules.csv").open() as fh:
+        assert [r for r in csv.DictReader(fh) if r["folder"] == lora_folder.name] == lora_modules
     assert script["main"](["--run-dir", str(tmp_path / "nope")]) == 2
 
 
