@@ -54,7 +54,6 @@ def saved_bytes(module: nn.Module, x: torch.Tensor, autocast: Callable = context
     return total, sum(n for n, is_param in seen.values() if not is_param)
 
 
-
 def saved_bytes_allocated(module: nn.Module, x: torch.Tensor, autocast: Callable = contextlib.nullcontext) -> int:
     """Bytes of the storages a forward of `module(x)` saves for backward that it allocated itself: those saved by a
     second forward and not by the first while the first one's graph is alive (a storage both save lives across
@@ -71,6 +70,7 @@ def saved_bytes_allocated(module: nn.Module, x: torch.Tensor, autocast: Callable
                 outs.append(module(x))
     del outs
     return sum(n for ptr, n in seen[1].items() if ptr not in seen[0])
+
 
 # ---- timing ------------------------------------------------------------------------------------------
 def sync(device: torch.device | str) -> None:

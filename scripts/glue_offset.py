@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 
-from sinelr.stats import mean_std, paired_comparison
+from sinelr.stats import mean_std, paired_comparison, seed_averages
 
 TAB3 = "results/glue/all-MiniLM-L6-v2-tab3"
 OFFSET = "results/glue/all-MiniLM-L6-v2-tab3-offset1"
@@ -62,6 +62,11 @@ def check_settings(tab3, offset):
     return b["init_argument_rms"]
 
 
+def _cell(source, method, rank, task):
+    """{seed: metric} of one (method, rank, task) of a folder's rows."""
+    return {s: v[0] for (t, m, r, s), v in source.items() if (t, m, r) == (task, method, rank)}
+
+
 def _text(c):
     return c.interval_text() if c.n else ""
 
@@ -86,23 +91,20 @@ def report(tab3, offset):
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     means = ["| method | k | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
     for k in sorted({key[2] for key in mine}):
-        def cell(method, rank, task, source):
-            return {s: v[0] for (t, m, r, s), v in source.items() if (t, m, r) == (task, method, rank)}
         for label, method, source in (("LoRA (Tab. 3)", "lora", base), ("sine-LoRA B = 0 (Tab. 3)", "sine-lora", base),
                                       (f"sine-LoRA offset {rms:g}", "sine-lora", start)):
-            vals = [cell(method, k, t, source) for t in tasks]
+            vals = [_cell(source, method, k, t) for t in tasks]
             means.append(f"| {label} | {k} | " + " | ".join(
                 (f"{mean_std(list(v.values()))[0]:.2f} ({len(v)})" if v else "") for v in vals) + " |")
+        offset_cells = {t: _cell(start, "sine-lora", k, t) for t in tasks}
         for label, method, rank in (("LoRA", "lora", k), ("sine-LoRA B = 0", "sine-lora", k),
                                     ("LoRA", "lora", 2 * k)):
-            per = {t: paired_comparison(cell(method, rank, t, base), cell("sine-lora", k, t, start)) for t in tasks}
-            seeds = set.intersection(*(set(per[t].seeds) for t in learned)) if all(t in per for t in learned) else set()
-            avg = paired_comparison({s: sum(cell(method, rank, t, base)[s] for t in learned) / len(learned)
-                                     for s in seeds},
-                                    {s: sum(cell("sine-lora", k, t, start)[s] for t in learned) / len(learned)
-                                     for s in seeds}, label, "offset")
+            other = {t: _cell(base, method, rank, t) for t in tasks}
+            per = {t: paired_comparison(other[t], offset_cells[t]) for t in tasks}
             if not any(c.n for c in per.values()):
                 continue
+            avg = paired_comparison(seed_averages(other, learned), seed_averages(offset_cells, learned),
+                                    label, "offset")
             table.append(f"| offset k={k} - {label} k={rank} | {avg.n} | {_text(avg) or 'n/a'} | {avg.verdict} | "
                          + " | ".join(_text(per[t]) for t in tasks) + " |")
     return "\n".join(lines + ["Means over seeds (n):", ""] + means

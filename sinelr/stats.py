@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Sequence, Tuple
 
-__all__ = ["t_quantile_975", "mean_std", "PairedComparison", "paired_comparison", "seeds_for_half_width"]
+__all__ = ["t_quantile_975", "mean_std", "PairedComparison", "paired_comparison", "seeds_for_half_width",
+           "seed_averages"]
 
 # t_{0.975, df} for df = 1..30 (standard tables); beyond 30 the normal value 1.96 is within 2%.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -113,3 +114,12 @@ def seeds_for_half_width(sd: float, half_width: float, limit: int = 1000) -> int
         if t_quantile_975(n - 1) * sd / math.sqrt(n) <= half_width:
             return n
     return limit + 1
+
+
+def seed_averages(per_task: Mapping[str, Mapping[int, float]], tasks: Sequence[str]) -> Dict[int, float]:
+    """{seed: mean over `tasks`} for the seeds every task has ({} when a task has no values): the per-seed averages a
+    verdict on a task average pairs."""
+    if not tasks or any(t not in per_task for t in tasks):
+        return {}
+    common = set.intersection(*(set(per_task[t]) for t in tasks))
+    return {s: sum(per_task[t][s] for t in tasks) / len(tasks) for s in sorted(common)}

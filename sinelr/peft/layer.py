@@ -192,23 +192,22 @@ class SineLoraLinear(LoraLinear):
             return base
         A0, B0 = self.sine_start_A[adapter], self.sine_start_B[adapter]
         trainable = base is not None and base.requires_grad and torch.is_grad_enabled()
-        if trainable or A0.is_meta or B0.is_meta or (base is not None and base.is_meta):
-            start = self.sine_start_delta(adapter)
-            return -start if base is None else base.to(start.dtype) - start
-        # inference mode is in the key: a tensor made under it cannot be saved for backward by a later step
-        key = self._start_key(adapter) + (A0.dtype, B0.dtype, A0.device, self.sine_omega[adapter],
-                                          self.sine_gain[adapter], self.scaling[adapter],
-                                          torch.is_inference_mode_enabled())
-        if base is not None:
-            key += (base.data_ptr(), base._version, base.dtype, base.device, tuple(base.shape), base.stride())
+        cacheable = not (trainable or A0.is_meta or B0.is_meta or (base is not None and base.is_meta))
         cache = self.__dict__.setdefault("_sine_start_cache", {})
-        entry = cache.get((adapter, base is not None))
-        if entry is not None and entry[0] == key:
-            return entry[1]
-        start = self.sine_start_delta(adapter)
-        with torch.no_grad():
-            value = -start if base is None else base.to(start.dtype) - start
-        cache[(adapter, base is not None)] = (key, value)
+        if cacheable:
+            # inference mode is in the key: a tensor made under it cannot be saved for backward by a later step
+            key = self._start_key(adapter) + (A0.dtype, B0.dtype, A0.device, self.sine_omega[adapter],
+                                              self.sine_gain[adapter], self.scaling[adapter],
+                                              torch.is_inference_mode_enabled())
+            if base is not None:
+                key += (base.data_ptr(), base._version, base.dtype, base.device, tuple(base.shape), base.stride())
+            entry = cache.get((adapter, base is not None))
+            if entry is not None and entry[0] == key:
+                return entry[1]
+        start = self.sine_start_delta(adapter)  # no grad; W0 takes none where cacheable
+        value = -start if base is None else base.to(start.dtype) - start
+        if cacheable:
+            cache[(adapter, base is not None)] = (key, value)
         return value
 
     def _start_key(self, adapter: str) -> tuple:

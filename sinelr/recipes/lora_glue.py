@@ -31,7 +31,7 @@ from sinelr.data.glue import (RESULT_COLUMNS, RESULT_KEY, TASKS, TaskData, const
 from sinelr.models.encoder_classifier import ATTENTIONS, METHODS, MINILM, PEERS, POOLINGS, model_label, resolve_model
 from sinelr.report import CONFIG_FILES, ResultsTable, carry_report_text, markdown_table, mean_std, \
     paired_comparison, plot_mean_std, plot_paired, provenance_lines, seeds_text, verdict_lines, write_json
-from sinelr.stats import seeds_for_half_width
+from sinelr.stats import seed_averages, seeds_for_half_width
 from sinelr.sweep import Sweep, SweepSpec, fingerprint_of, recover_folder
 
 __all__ = ["Config", "run", "grid", "run_one", "render", "SPEC", "PAPER_DIFFS", "VERDICTS_FILE"]
@@ -424,14 +424,6 @@ def _cells(rows: List[Dict[str, Any]]) -> Dict[tuple, Dict[str, Dict[int, float]
     return cells
 
 
-def _seed_averages(per_task: Dict[str, Dict[int, float]], tasks: List[str]) -> Dict[int, float]:
-    """{seed: mean over `tasks`} for the seeds every task has."""
-    if not tasks or any(t not in per_task for t in tasks):
-        return {}
-    common = set.intersection(*(set(per_task[t]) for t in tasks))
-    return {s: sum(per_task[t][s] for t in tasks) / len(tasks) for s in sorted(common)}
-
-
 def _baselines(config: Config, tasks: List[str]) -> Dict[str, float]:
     """Each task's majority-class (chance, for STS-B) score on the rows its fine-tunes are evaluated on (dev, or the
     validation split with val_fraction > 0)."""
@@ -548,7 +540,7 @@ def _table_lines(cells, params: Dict[tuple, int], tasks: List[str], learned: Lis
                                                 "k": rank if method != FULL else "all",
                                                 "params": f"{params[(method, rank)]:,}"}
         row.update({t: _mean_cell(list(per_task[t].values())) if t in per_task else "n/a" for t in tasks})
-        per_seed = list(_seed_averages(per_task, learned).values())
+        per_seed = list(seed_averages(per_task, learned).values())
         if per_seed and all(t in per_task for t in learned):
             avg = sum(mean_std(list(per_task[t].values()))[0] for t in learned) / len(learned)
             row["avg"] = f"{avg:.2f}" + (f" +- {mean_std(per_seed)[1]:.2f}" if len(per_seed) > 1 else "")
@@ -576,8 +568,8 @@ def _verdict_comparisons(cells, learned: List[str]) -> List[tuple]:
         for k in sorted({k for _, k in cells}):
             for other, label in ((k, f"{sine} vs {base}, k={k}"), (2 * k, f"{sine} k={k} vs {base} k={2 * k}")):
                 if (sine, k) in cells and (base, other) in cells:
-                    out.append((label, paired_comparison(_seed_averages(cells[(base, other)], learned),
-                                                         _seed_averages(cells[(sine, k)], learned), base, sine),
+                    out.append((label, paired_comparison(seed_averages(cells[(base, other)], learned),
+                                                         seed_averages(cells[(sine, k)], learned), base, sine),
                                 (base, sine, k) if other == k else None, _paper_change(base, sine, k, other)))
     return out
 
@@ -687,12 +679,12 @@ def _peer_section(cells, params: Dict[tuple, int], learned: List[str]) -> List[s
         tasks = [t for t in learned if t in cells[(peer, r)]]
         name = f"{peer} r={r} ({params[(peer, r)]:,} params) vs k={k} ({params[('lora', k)]:,})"
         name += f", on {' '.join(tasks)}" if tasks != learned else ""
-        vs_lora.append(paired_comparison(_seed_averages(cells[("lora", k)], tasks),
-                                         _seed_averages(cells[(peer, r)], tasks), "LoRA", "peer"))
+        vs_lora.append(paired_comparison(seed_averages(cells[("lora", k)], tasks),
+                                         seed_averages(cells[(peer, r)], tasks), "LoRA", "peer"))
         lab_lora.append(name)
         if ("sine-lora", k) in cells:
-            vs_sine.append(paired_comparison(_seed_averages(cells[(peer, r)], tasks),
-                                             _seed_averages(cells[("sine-lora", k)], tasks), "peer", "sine-LoRA"))
+            vs_sine.append(paired_comparison(seed_averages(cells[(peer, r)], tasks),
+                                             seed_averages(cells[("sine-lora", k)], tasks), "peer", "sine-LoRA"))
             lab_sine.append(name)
     lines = ["", "## High-rank PEFT peers (beyond the paper)", "",
              "Each peer against LoRA and sine-LoRA at the LoRA rank k whose trainable parameters (adapter + head) "
