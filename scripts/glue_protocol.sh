@@ -112,8 +112,12 @@ tab3-offset)
 tab3-dora)
   # Step 3's second table: DoRA vs sine-DoRA at k = 4 and 8, seeds 0 1 2, at the rates of configs/glue_tab3.yaml
   # (today LoRA's and sine-LoRA's; where dora-grid finds other bests, change the dora / sine-dora entries there
-  # first: rates are per row, so the folder takes them), into the same folder as Tab. 3.
-  $T3 --methods dora sine-dora --ranks 4 8 --seeds 0 1 2
+  # first: rates are per row, so the folder takes them), into the same folder as Tab. 3. The four learned tasks
+  # first (k = 4, then 8: every cell a verdict reads), RTE last: it is out of Avg and the verdicts (below its bar
+  # in Tab. 3), so its cells complete the table but cannot change a verdict.
+  for tasks in "cola sst2 stsb mrpc" rte; do
+    $T3_SCHEDULE --tasks $tasks --methods dora sine-dora --ranks 4 8 --seeds 0 1 2 $T3_OUT
+  done
   ;;
 cola-check)
   # CoLA's rates came from the 1/3 ratio of the SST-2 / STS-B grids (LoRA 7e-4, sine-LoRA 2.5e-4), not from CoLA:

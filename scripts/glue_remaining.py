@@ -1,6 +1,6 @@
 """What is left of GLUE Tab. 3 (issue 14) and about how long it takes: the cells of `glue_protocol.sh tab3` (tasks x
-lora, sine-lora x ranks 1, 2, 4, 8 x seeds) and then of `tab3-dora` (dora, sine-dora x ranks 4, 8) with no row yet
-in the table's summary.csv, in the order the script runs them, each with the median train_seconds of the rows
+lora, sine-lora x ranks 1, 2, 4, 8 x seeds) and then of `tab3-dora` (dora, sine-dora x ranks 4, 8; the four learned
+tasks, then RTE) with no row yet in the table's summary.csv, in the order the script runs them, each with the median train_seconds of the rows
 already there for its (task, method) (else its task's, else every row's: DoRA's first cells are estimated from
 LoRA's, a lower bound, as DoRA's step costs more), and the sum in core-hours per step.
 
@@ -18,15 +18,17 @@ import sys
 TABLE = "results/glue/all-MiniLM-L6-v2-tab3/summary.csv"
 TASKS = ["cola", "sst2", "stsb", "mrpc", "rte"]
 SEEDS = [0, 1, 2]
-# (step, methods, rank groups): the order of glue_protocol.sh tab3 (k = 4, then 8, then 1 and 2), then tab3-dora
-STEPS = [("tab3", ["lora", "sine-lora"], [[4], [8], [1, 2]]), ("tab3-dora", ["dora", "sine-dora"], [[4, 8]])]
+# (step, methods, groups of (tasks, ranks)): the order of glue_protocol.sh tab3 (k = 4, then 8, then 1 and 2), then
+# tab3-dora (the learned tasks at k = 4 and 8, then RTE)
+STEPS = [("tab3", ["lora", "sine-lora"], [(TASKS, [4]), (TASKS, [8]), (TASKS, [1, 2])]),
+         ("tab3-dora", ["dora", "sine-dora"], [(TASKS[:4], [4, 8]), (["rte"], [4, 8])])]
 
 
 def remaining(rows, steps=STEPS):
-    """The (rank, seed, task, method) cells without a row, per step, in the script's order (its rank groups, each
-    in the runner's point order: rank, seed, task, method): {step: [cell, ...]}."""
+    """The (rank, seed, task, method) cells without a row, per step, in the script's order (its groups of tasks and
+    ranks, each in the runner's point order: rank, seed, task, method): {step: [cell, ...]}."""
     done = {(int(r["rank"]), int(r["seed"]), r["task"], r["method"]) for r in rows if r["metric"]}
-    return {step: [(k, s, t, m) for group in groups for k in group for s in SEEDS for t in TASKS for m in methods
+    return {step: [(k, s, t, m) for tasks, ranks in groups for k in ranks for s in SEEDS for t in tasks for m in methods
                    if (k, s, t, m) not in done]
             for step, methods, groups in steps}
 

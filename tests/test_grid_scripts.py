@@ -218,6 +218,10 @@ def test_glue_remaining_lists_the_missing_tab3_cells_in_run_order_with_estimates
     dora_total = 2 * 2 * 3 * (cola + sst2 + stsb + mrpc + rte)
     assert out[dora] == f"tab3-dora: 60 cells left, about {dora_total / 3600:.1f} core-hours"
     assert out[dora + 1] == "  k=4 seed 0 cola dora: ~15 min" and len(out) == dora + 61
+    # the four learned tasks first (k = 4, then 8), RTE's 12 cells last
+    dora_cells = [line.split() for line in out[dora + 1:]]
+    assert [c[3] for c in dora_cells[48:]] == ["rte"] * 12 and "rte" not in [c[3] for c in dora_cells[:48]]
+    assert [c[0] for c in dora_cells[:48]] == ["k=4"] * 24 + ["k=8"] * 24
     assert _run("glue_remaining.py", tmp_path, "--csv", "nope.csv").returncode != 0
 
 
