@@ -631,6 +631,29 @@ def test_summary_md_has_the_tab3_layout_verdicts_and_omega_plot(tmp_path, shared
     assert "| lora (no sine), lr 0.003 | 44.50 +- 0.71 (2) |" in md
 
 
+def test_dora_rows_get_their_own_verdicts_beside_loras(tmp_path, shared_data):
+    # Tab. 3's second table in the same folder: DoRA 0.5 and sine-DoRA (omega 50) 2.5 points above LoRA's rows
+    rows = _tab3_rows()
+    rows += [dict(r, method=m, omega=w, metric=r["metric"] + bonus) for r in rows if r["method"] == "lora"
+             for m, w, bonus in (("dora", "", 0.5), ("sine-dora", 50.0, 2.5))]
+    _write_summary(tmp_path / "out", rows)
+    assert _cli(["--tasks", "cola", "rte", "--methods", "lora", "sine-lora", "dora", "sine-dora", "--ranks", "4", "8",
+                 "--omega", "50", "--render-only", "true", "--data-dir", str(shared_data),
+                 "--output-dir", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "summary.md").read_text()
+    # the main table: DoRA k=4 avg (44.5 + 64.5) / 2 + 0.5 = 55.00, no paper value (the paper's Tab. 3 is LoRA's)
+    assert "| dora | 4 | 100 | 45.00 +- 0.71 | 65.00 +- 0.71 | 55.00 +- 0.71 |  |" in md
+    assert "| sine-dora | 8 | 100 | 51.00 +- 0.71 | 71.00 +- 0.71 | 61.00 +- 0.71 |  |" in md
+    # sine-DoRA - DoRA at each k: +2.00; sine-DoRA k=4 - DoRA k=8: 4 + 2.5 - 8 - 0.5 = -2.00
+    assert "| sine-dora vs dora, k=4 | 2 | +2.00 [+2.00, +2.00] (2 seeds) | sine-dora better |" in md
+    assert "| sine-dora k=4 vs dora k=8 | 2 | -2.00 [-2.00, -2.00] (2 seeds) | dora better |" in md
+    assert "| sine-lora vs lora, k=4 | 2 | +1.00 [+1.00, +1.00] (2 seeds) | sine-lora better |" in md  # unchanged
+    assert "| sine-dora - dora, k=8 | +2.00 [+2.00, +2.00] (2 seeds) | +2.00 [+2.00, +2.00] (2 seeds) |" in md
+    record = json.loads((tmp_path / "out" / "verdicts.json").read_text())
+    dora = next(v for v in record["verdicts"] if v["comparison"] == "sine-dora vs dora, k=4")
+    assert (dora["a"], dora["b"], dora["diffs"], dora["paper"]) == ("dora", "sine-dora", [2.0, 2.0], None)
+
+
 def test_each_peer_is_paired_with_lora_and_sine_lora_at_the_nearest_parameter_count(tmp_path, shared_data):
     rows = [r for r in _tab3_rows() if r["omega"] != 200.0]
     for r in rows:
