@@ -2,12 +2,13 @@
 
 The paper's case for sine-LoRA is rank: sin(omega B A) / g can have rank far above k. Whether a *trained*
 adapter uses that rank is a question about the weights, not about the dev score, and the GLUE run folders keep
-every adapter. For each finished LoRA / sine-LoRA fine-tune under --run-dir this script reads the update
-delta W of every adapted projection (PEFT's own `get_delta_weight`, the update that merges) and measures
+every adapter. For each finished LoRA / sine-LoRA / DoRA / sine-DoRA fine-tune under --run-dir this script reads
+the update delta W of every adapted projection (PEFT's own `get_delta_weight`: the update that merges; DoRA's
+merge then rescales each column of W0 + delta W to its learned magnitude) and measures
 
 - the share of ||delta W||_F^2 outside its top k singular directions (exactly 0 for LoRA, whose update has
   rank k) and its stable rank;
-- for sine-LoRA, the size of the sine's argument omega B A (rms and max over entries: sin x ~ x while |x| << 1)
+- for sine-LoRA and sine-DoRA, the size of the sine's argument omega B A (rms and max over entries: sin x ~ x while |x| << 1)
   and how far delta W is from its linearisation omega B A / g * scaling, a plain rank-k LoRA update (for the
   offset start, --init-argument-rms, its first-order expansion around the start); ||delta W|| / ||W0||
   (all from `sinelr.peft.update_stats`, the same check for any sine-LoRA model).
@@ -47,7 +48,9 @@ from sinelr.report import markdown_table, paired_comparison, provenance, write_j
 from sinelr.peft import adapted_layers, update_stats  # noqa: E402
 from sinelr.spectral import singular_values, truncate_rank  # noqa: E402
 
-METHODS = ("lora", "sine-lora")
+METHODS = ("lora", "sine-lora", "dora", "sine-dora")
+SINE = ("sine-lora", "sine-dora")  # the methods with a sine argument (its size and linearisation are measured)
+COLORS = {"lora": "tab:blue", "sine-lora": "tab:red", "dora": "tab:green", "sine-dora": "tab:orange"}
 # the --eval scores of a sine-LoRA model: as trained, cut to rank k, linearised, and the control of the cut: the
 # trained update plus Gaussian noise of the norm the cut removes (seeded), which a cut that costs only its size matches
 VARIANTS = ("trained", "rank_k", "linear", "noise")
@@ -64,7 +67,7 @@ def sha256(path: Path) -> str:
 
 
 def finished_runs(run_dir: Path):
-    """(folder, run config, record) of every finished LoRA / sine-LoRA fine-tune under run_dir, in name order; the
+    """(folder, run config, record) of every finished fine-tune of METHODS under run_dir, in name order; the
     run config is the folder's config.json (config, extra: the schedules, point: task, method, rank, seed)."""
     for folder in sorted(p for p in run_dir.iterdir() if p.is_dir()):
         files = [folder / "config.json", folder / "metrics.json", folder / "adapter" / "adapter_model.safetensors"]
@@ -140,11 +143,12 @@ def analyse(folder: Path, run: dict, record: dict, evaluator: Evaluator, do_eval
            "energy_beyond_k_max": max(p["energy_beyond_k"] for p in per_module),
            "stable_rank_median": statistics.median(p["stable_rank"] for p in per_module),
            "relative_norm_median": statistics.median(p["relative_norm"] for p in per_module)}
-    if point["method"] == "sine-lora":
+    if point["method"] in SINE:
         row.update(arg_rms_median=statistics.median(p["arg_rms"] for p in per_module),
                    arg_max=max(p["arg_max"] for p in per_module),
                    linear_gap_median=statistics.median(p["linear_gap"] for p in per_module))
-        if do_eval:
+        # scored for sine-LoRA only: its merge is W0 + delta W, so a variant of delta W is a variant of the weight
+        if do_eval and point["method"] == "sine-lora":
             with torch.no_grad():  # W0, delta W, its rank-k cut and its linear part, before merging changes W0
                 deltas = {}
                 for name, m in layers.items():
@@ -272,11 +276,12 @@ def summary_lines(rows, run_dir: Path, prov: dict, plot: str, setting: dict = No
                     _median_range(_num(r["energy_beyond_k_median"]) for r in rs),
                 "stable rank": _median_range(_num(r["stable_rank_median"]) for r in rs),
                 "||delta W|| / ||W0||": _median_range(_num(r.get("relative_norm_median")) for r in rs)}
-        if method == "sine-lora":
+        if method in SINE:
             line.update({"rms of omega B A": _median_range(_num(r["arg_rms_median"]) for r in rs),
                          "max abs omega B A": _median_range(_num(r["arg_max"]) for r in rs),
-                         "||delta - linearised|| / ||delta||": _median_range(_num(r["linear_gap_median"]) for r in rs),
-                         f"{score}: max abs(merged - table row)": _max_gap(_col(rs, "metric_trained"), metric),
+                         "||delta - linearised|| / ||delta||": _median_range(_num(r["linear_gap_median"]) for r in rs)})
+        if method == "sine-lora":
+            line.update({f"{score}: max abs(merged - table row)": _max_gap(_col(rs, "metric_trained"), metric),
                          f"{score}: rank-k cut - trained": _interval(_col(rs, "metric_rank_k"),
                                                                      _col(rs, "metric_trained")),
                          f"{score}: linearised - trained": _interval(_col(rs, "metric_linear"),
@@ -291,7 +296,7 @@ def summary_lines(rows, run_dir: Path, prov: dict, plot: str, setting: dict = No
         "# Does a trained sine-LoRA adapter use its rank above k? (GLUE, all-MiniLM-L6-v2)", "",
         f"- computed by: `{prov['command']}` (git sha {prov['git_sha']}, {prov['date']}, {prov['machine']}); the rows "
         "of adapters an earlier run of it measured are reused, keyed by the adapter file's sha256",
-        f"- adapters: every finished LoRA / sine-LoRA fine-tune under `{run_dir}` (each row's `folder` names its run "
+        f"- adapters: every finished LoRA / sine-LoRA / DoRA / sine-DoRA fine-tune under `{run_dir}` (each row's `folder` names its run "
         "folder, whose config.json holds its command, settings and seed); the adapted projections (query and value "
         f"of every layer): {updates} updates per adapter",
         _start_line(setting["starts"]),
@@ -327,7 +332,7 @@ def plot_spectra(path: Path, spectra, rows) -> None:
     for ax, task in zip(axes[0], tasks):
         for r in rows:
             if r["task"] == task and int(r["rank"]) == rank and int(r["seed"]) == 0 and r["folder"] in spectra:
-                color = "tab:red" if r["method"] == "sine-lora" else "tab:blue"
+                color = COLORS[r["method"]]
                 for s in spectra[r["folder"]].values():
                     ax.semilogy(range(1, len(s) + 1), [max(v, 1e-12) for v in s], color=color, alpha=0.35, lw=0.8)
         ax.axvline(rank, color="gray", ls=":")
@@ -335,8 +340,8 @@ def plot_spectra(path: Path, spectra, rows) -> None:
         ax.set_xlabel("singular value index i")
         ax.set_ylim(1e-8, 1.5)
     axes[0][0].set_ylabel("s_i / s_1 of delta W")
-    axes[0][-1].plot([], [], color="tab:blue", label="LoRA")
-    axes[0][-1].plot([], [], color="tab:red", label="sine-LoRA")
+    for method in sorted({r["method"] for r in rows if r["folder"] in spectra}, key=METHODS.index):
+        axes[0][-1].plot([], [], color=COLORS[method], label=method)
     axes[0][-1].legend(loc="upper right", fontsize=8)
     fig.suptitle(f"trained updates delta W, k = {rank}, seed 0, every adapted projection (dotted: k)", fontsize=9)
     fig.tight_layout()
@@ -351,7 +356,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="minilm", help="the checkpoint the adapters were trained on")
     ap.add_argument("--data-dir", default=None, help="GLUE folder (default: $SINELR_DATA_DIR or ../shared/data)")
     ap.add_argument("--eval", action="store_true",
-                    help="also score each sine-LoRA model three ways (on dev, or on a grid run's validation rows)")
+                    help="also score each sine-LoRA model four ways (on dev, or on a grid run's validation rows)")
     args = ap.parse_args(argv)
     if not args.run_dir.is_dir():
         print(f"--run-dir {args.run_dir}: no such folder (expected the run folders of `sinelr glue`)", file=sys.stderr)

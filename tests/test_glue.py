@@ -989,9 +989,9 @@ def test_adapter_rank_script_measures_the_trained_updates_and_never_reuses_a_sta
 
     _synthetic_glue_data(tmp_path / "glue")
     runs, out = tmp_path / "runs", tmp_path / "rank"
-    assert _cli(["--tasks", "rte", "--methods", "lora", "sine-lora", "--ranks", "1", "--seeds", "0", "--epochs", "3",
-                 "--batch-size", "8", "--max-seq-len", "16", "--omega", "200", "--data-dir", str(tmp_path),
-                 "--output-dir", str(tmp_path / "out"), "--run-dir", str(runs)]) == 0
+    assert _cli(["--tasks", "rte", "--methods", "lora", "sine-lora", "dora", "sine-dora", "--ranks", "1", "--seeds", "0",
+                 "--epochs", "3", "--batch-size", "8", "--max-seq-len", "16", "--omega", "200", "--data-dir",
+                 str(tmp_path), "--output-dir", str(tmp_path / "out"), "--run-dir", str(runs)]) == 0
     table = {r["method"]: float(r["metric"]) for r in _rows(tmp_path / "out")}
     script = runpy.run_path(str(ROOT / "scripts" / "glue_adapter_rank.py"))
     argv = ["--run-dir", str(runs), "--output-dir", str(out), "--data-dir", str(tmp_path), "--eval"]
@@ -1002,8 +1002,11 @@ def test_adapter_rank_script_measures_the_trained_updates_and_never_reuses_a_sta
             return {r["method"]: r for r in csv.DictReader(fh)}
 
     first = rows()
-    assert set(first) == {"lora", "sine-lora"} and first["lora"]["modules"] == "4"  # 2 layers x query, value
-    assert float(first["lora"]["energy_beyond_k_max"]) < 1e-10  # B A has rank k exactly
+    assert set(first) == {"lora", "sine-lora", "dora", "sine-dora"} and first["lora"]["modules"] == "4"  # 2 layers x q, v
+    assert max(float(first[m]["energy_beyond_k_max"]) for m in ("lora", "dora")) < 1e-10  # B A has rank k exactly
+    # sine-DoRA: its argument measured like sine-LoRA's; not scored (its merge rescales W0 + delta W per column)
+    assert float(first["sine-dora"]["arg_max"]) > 0 and first["sine-dora"]["metric_trained"] == ""
+    assert first["dora"]["arg_max"] == "" and float(first["dora"]["relative_norm_median"]) > 0
     sine = first["sine-lora"]
     assert float(sine["metric_trained"]) == pytest.approx(table["sine-lora"])  # merged = the table's row
     # the measures against the formula, recomputed here from the saved factors of one update
@@ -1020,7 +1023,10 @@ def test_adapter_rank_script_measures_the_trained_updates_and_never_reuses_a_sta
     assert float(module["energy_beyond_k"]) == pytest.approx(float((s[1:] ** 2).sum() / (s ** 2).sum()), rel=1e-4)  # delta W in fp32
     assert float(module["arg_max"]) == pytest.approx(float(arg.abs().max()), rel=1e-6)
     assert float(module["linear_gap"]) == pytest.approx(float((delta - linear).norm() / delta.norm()), rel=1e-5)
-    assert "| sine-lora | 1 | 1 |" in (out / "summary.md").read_text() and (out / "spectra.png").is_file()
+    summary = (out / "summary.md").read_text()
+    assert "| sine-lora | 1 | 1 |" in summary and (out / "spectra.png").is_file()
+    (dora_line,) = [line for line in summary.splitlines() if line.startswith("| sine-dora | 1 | 1 |")]
+    assert dora_line.rstrip(" |").endswith("| - | - | - | -")  # argument columns filled, the four scores not
     # a rerun reuses every row; an adapter that changed is measured again, never read from the old row
     capsys.readouterr()
     assert script["main"](argv) == 0
