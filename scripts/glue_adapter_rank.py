@@ -8,10 +8,10 @@ merge then rescales each column of W0 + delta W to its learned magnitude) and me
 
 - the share of ||delta W||_F^2 outside its top k singular directions (exactly 0 for LoRA, whose update has
   rank k) and its stable rank;
-- for sine-LoRA and sine-DoRA, the size of the sine's argument omega B A (rms and max over entries: sin x ~ x while |x| << 1)
-  and how far delta W is from its linearisation omega B A / g * scaling, a plain rank-k LoRA update (for the
-  offset start, --init-argument-rms, its first-order expansion around the start); ||delta W|| / ||W0||
-  (all from `sinelr.peft.update_stats`, the same check for any sine-LoRA model).
+- for sine-LoRA and sine-DoRA, the size of the sine's argument omega B A (rms and max over entries: sin x ~ x
+  while |x| << 1) and how far delta W is from its linearisation omega B A / g * scaling, a plain rank-k LoRA
+  update (for the offset start, --init-argument-rms, its first-order expansion around the start); ||delta W|| /
+  ||W0|| (all from `sinelr.peft.update_stats`, the same check for any sine-LoRA model).
 
 With --eval each sine-LoRA model is also scored on its dev rows (a grid run's: its validation rows) four ways, with
 the trained head: merged as trained (this must reproduce the table's row), with every delta W cut to its best
@@ -296,9 +296,9 @@ def summary_lines(rows, run_dir: Path, prov: dict, plot: str, setting: dict = No
         "# Does a trained sine-LoRA adapter use its rank above k? (GLUE, all-MiniLM-L6-v2)", "",
         f"- computed by: `{prov['command']}` (git sha {prov['git_sha']}, {prov['date']}, {prov['machine']}); the rows "
         "of adapters an earlier run of it measured are reused, keyed by the adapter file's sha256",
-        f"- adapters: every finished LoRA / sine-LoRA / DoRA / sine-DoRA fine-tune under `{run_dir}` (each row's `folder` names its run "
-        "folder, whose config.json holds its command, settings and seed); the adapted projections (query and value "
-        f"of every layer): {updates} updates per adapter",
+        f"- adapters: every finished LoRA / sine-LoRA / DoRA / sine-DoRA fine-tune under `{run_dir}` (each row's "
+        "`folder` names its run folder, whose config.json holds its command, settings and seed); the adapted "
+        f"projections (query and value of every layer): {updates} updates per adapter",
         _start_line(setting["starts"]),
         "- per run: medians over its updates of the share of ||delta W||_F^2 outside the top k singular "
         "directions, the stable rank, the rms of the sine's argument and the relative distance of delta W from "

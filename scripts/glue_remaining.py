@@ -1,8 +1,9 @@
 """What is left of GLUE Tab. 3 (issue 14) and about how long it takes: the cells of `glue_protocol.sh tab3` (tasks x
 lora, sine-lora x ranks 1, 2, 4, 8 x seeds) and then of `tab3-dora` (dora, sine-dora x ranks 4, 8; the four learned
-tasks, then RTE) with no row yet in the table's summary.csv, in the order the script runs them, each with the median train_seconds of the rows
-already there for its (task, method) (else its task's, else every row's: DoRA's first cells are estimated from
-LoRA's, a lower bound, as DoRA's step costs more), and the sum in core-hours per step.
+tasks, then RTE) with no row yet in the table's summary.csv, in the order the script runs them, each with the median
+train_seconds of the rows already there for its (task, method) (else its task's, else every row's: a (task, method)
+with no row yet is estimated from the task's other methods; DoRA's steps cost what LoRA's do, within 3%), and the
+sum in core-hours per step.
 
     python scripts/glue_remaining.py                  # the table (results/glue/all-MiniLM-L6-v2-tab3, fp32)
     python scripts/glue_remaining.py --csv PATH       # another table
