@@ -169,8 +169,9 @@ tab3-render|tab3-bf16-render)
   cola="$(g cola lora), $(g cola sine-lora)"
   table="$T3"; [ "$step" = tab3-bf16-render ] && table="$T3_BF16"
   folder=$(echo "$table" | sed 's/.*--output-dir \([^ ]*\).*/\1/')
-  dora="DoRA takes LoRA's rate, sine-DoRA sine-LoRA's (configs/glue_tab3.yaml)"
+  dora="DoRA takes LoRA's rate, sine-DoRA sine-LoRA's (configs/glue_tab3.yaml)" dora_methods=""
   if grep -qs ",dora," $folder/summary.csv; then
+    dora_methods="dora sine-dora"
     d() { g "$@" --prefix dora_; }
     same="equal LoRA's and sine-LoRA's on both tasks, so they take those"
     for t in sst2 stsb; do
@@ -181,7 +182,7 @@ tab3-render|tab3-bf16-render)
     done
     dora="DoRA and sine-DoRA tuned the same way (dora-grid; results/glue/dora_grid_k4_*): SST-2: $(d sst2 dora), $(d sst2 sine-dora); STS-B: $(d stsb dora), $(d stsb sine-dora): their best rates $same (configs/glue_tab3.yaml)"
   fi
-  $table --methods lora sine-lora $(grep -qs ",dora," $folder/summary.csv && echo dora sine-dora) \
+  $table --methods lora sine-lora $dora_methods \
     --ranks 1 2 4 8 --seeds 0 1 2 --render-only true \
     --protocol "plateau (step 1; LoRA k = 8, seed 0, dev, budget doubled; threshold 1 point): CoLA 10 -> 20 epochs -2.04 MCC, SST-2 2 -> 4 epochs +0.00, MRPC 5 -> 10 epochs -3.43, STS-B 5 -> 10 epochs -0.09, RTE 8 -> 16 epochs +0.72: passes for every task (results/glue/learn_*)" \
       "LR / omega grid (step 2; k = 4, seed 0, a fixed 10% of the training rows held out, dev never read; results/glue/grid_k4_*): $grid. Chosen: LoRA 2e-3, sine-LoRA 7e-4, omega 200 (SST-2, STS-B, MRPC); CoLA and RTE, where LoRA needs 7e-4 to learn (step 1), LoRA 7e-4 and sine-LoRA 2.5e-4 (the 1/3 ratio both grids found). $dora. Check of the transfer on CoLA (cola-check, val split, Tab. 3's schedule): $cola (the rate used is the best, interior; results/glue/grid_k4_cola_lr*). Steps 1 and 2 ran in fp32, like the table" \
