@@ -138,6 +138,18 @@ def _paper_scale_check(name: str, module, config: Any, args: argparse.Namespace)
     return True
 
 
+def _close_process_group() -> None:
+    """Destroy the torch.distributed process group a multi-process run (torchrun + accelerate) opened.
+
+    The command owns the process, so it closes what the recipe opened. Left open, gloo's worker threads are torn
+    down with the interpreter and a rank can abort at exit ("terminate called without an active exception", SIGABRT)
+    after every row was written. Called only after a normal return: a rank that failed must not wait on the others.
+    """
+    dist = sys.modules.get("torch.distributed")  # never imported here if the recipe did not
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser()
@@ -179,6 +191,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
         try:
             module.run(config)
+            _close_process_group()
         except StopRequested as stop:  # Ctrl-C / kill: the step under way was finished and checkpointed
             print(f"sinelr {name}: {stop}", file=sys.stderr)
             return 130

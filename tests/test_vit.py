@@ -316,17 +316,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cli_args(config) -> list:
+    """The `sinelr vit` arguments that rebuild `config`."""
+    args = []
+    for k, v in vars(config).items():
+        if v is None or k == "reduced" or v == [] or v == "":
+            continue
+        args += ["--" + k.replace("_", "-")] + ([str(x) for x in v] if isinstance(v, list) else [str(v)])
+    return args
+
+
+def test_cli_closes_the_process_group_after_a_run_and_keeps_it_after_an_error(tmp_path):
+    """Left open, gloo's threads die with the interpreter and a rank can abort at exit (SIGABRT, seen in CI)."""
+    import torch.distributed as dist
+
+    from sinelr.cli import main
+
+    data = write_cifar100(tmp_path / "data")
+    config = tiny_config(tmp_path, data, methods=["sine"], ranks=[2], epochs=1.0, stop_after_steps=1,
+                         checkpoint_every=0)
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        assert main(["vit"] + _cli_args(config) + ["--image-size", "28"]) == 2  # bad input: the group stays
+        assert dist.is_initialized()
+        assert main(["vit"] + _cli_args(config)) == 0
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
     """2 CPU processes (gloo, via torchrun + accelerate) vs one process: same parameters."""
     data = write_cifar100(tmp_path / "data")
     # 4 of 8 steps: stopping early skips the evaluation and plots, which this test does not need
     common = dict(methods=["sine"], ranks=[2], epochs=2.0, stop_after_steps=4, checkpoint_every=0)
     vit_run(tiny_config(tmp_path / "one", data, **common))
-    args = []
-    for k, v in vars(tiny_config(tmp_path / "two", data, **common)).items():
-        if v is None or k == "reduced" or v == [] or v == "":
-            continue
-        args += ["--" + k.replace("_", "-")] + ([str(x) for x in v] if isinstance(v, list) else [str(v)])
+    args = _cli_args(tiny_config(tmp_path / "two", data, **common))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SINELR_NO_PROGRESS": "1",
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
