@@ -3,7 +3,6 @@ shapes and conversion counts, exact resume, foreign checkpoints, bad input, and 
 import gzip
 import os
 import pickle
-import socket
 import struct
 import subprocess
 import sys
@@ -310,12 +309,6 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cli_args(config) -> list:
     """The `sinelr vit` arguments that rebuild `config`."""
     args = []
@@ -355,7 +348,8 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
     args = _cli_args(tiny_config(tmp_path / "two", data, **common))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SINELR_NO_PROGRESS": "1",
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    # --standalone: torchrun's rendezvous binds a free port itself (a port picked here could be taken before it binds)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "sinelr.cli", "vit", *args]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
